@@ -1,0 +1,98 @@
+"""Typed view of params.yaml: the pipeline's single configuration source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from service.preprocessing import PreprocessSpec
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str
+    sha256: str | None
+    min_side: int
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    seed: int
+    val_fraction: float
+    test_fraction: float
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    width: int
+    dropout: float
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    label_smoothing: float
+    scale_min: float
+    jitter: float
+    threads: int
+    seed: int
+    device: str
+    max_train_images: int | None
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    opset: int
+    parity_images: int
+    parity_atol: float
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    experiment: str
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams
+    split: SplitParams
+    preprocess: PreprocessSpec
+    model: ModelParams
+    train: TrainParams
+    export: ExportParams
+    mlflow: MlflowParams
+
+
+def _section(cls: type[T], raw: dict[str, Any], name: str) -> T:
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    section = raw.get(name) or {}
+    unknown = set(section) - known
+    missing = known - set(section)
+    if unknown or missing:
+        raise ValueError(
+            f"params.yaml section '{name}': unknown keys {sorted(unknown)}, missing keys {sorted(missing)}"
+        )
+    values = {key: tuple(v) if isinstance(v, list) else v for key, v in section.items()}
+    return cls(**values)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    raw = yaml.safe_load(Path(path).read_text())
+    return Params(
+        data=_section(DataParams, raw, "data"),
+        split=_section(SplitParams, raw, "split"),
+        preprocess=_section(PreprocessSpec, raw, "preprocess"),
+        model=_section(ModelParams, raw, "model"),
+        train=_section(TrainParams, raw, "train"),
+        export=_section(ExportParams, raw, "export"),
+        mlflow=_section(MlflowParams, raw, "mlflow"),
+    )
