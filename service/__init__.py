@@ -1,0 +1,3 @@
+"""Cats-vs-dogs inference service: Starlette + onnxruntime, no torch."""
+
+__version__ = "1.0.0"

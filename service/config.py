@@ -1,0 +1,84 @@
+"""Service settings, read from the environment once at start-up.
+
+Every knob is an environment variable so the same image runs anywhere;
+a bad value stops start-up with a message that names the variable and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.preprocessing import DEFAULT_MAX_PIXELS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "model.onnx"
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message says which variable and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_path: Path = DEFAULT_MODEL_PATH
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    # 2 cores: 2 requests compute while the rest wait their turn; past 16 waiting
+    # the queueing delay (~16 x 4 ms) is worse than an honest 503 (see docs/service.md).
+    max_in_flight: int = 16
+    max_batch_files: int = 32
+    ort_intra_op_threads: int = 1
+    ort_inter_op_threads: int = 1
+    log_level: str = "INFO"
+    admin_token: str | None = None
+    model_name: str = "cats-dogs"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        level = env.get("LOG_LEVEL", defaults.log_level).strip().upper()
+        if level not in _LOG_LEVELS:
+            raise ConfigError(f"LOG_LEVEL={env['LOG_LEVEL']!r} is not a log level; use one of {', '.join(_LOG_LEVELS)}")
+        name = env.get("MODEL_NAME", defaults.model_name).strip()
+        if not name or "/" in name:
+            raise ConfigError(f"MODEL_NAME={name!r} must be a non-empty name without '/', e.g. MODEL_NAME=cats-dogs")
+        return cls(
+            model_path=Path(env.get("MODEL_PATH") or defaults.model_path),
+            host=env.get("HOST", defaults.host).strip() or defaults.host,
+            port=_int(env, "PORT", defaults.port, low=0, high=65535),
+            max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", defaults.max_upload_bytes, low=1),
+            max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", defaults.max_image_pixels, low=1),
+            max_in_flight=_int(env, "MAX_IN_FLIGHT", defaults.max_in_flight, low=1),
+            max_batch_files=_int(env, "MAX_BATCH_FILES", defaults.max_batch_files, low=1),
+            ort_intra_op_threads=_int(env, "ORT_INTRA_OP_THREADS", defaults.ort_intra_op_threads, low=0),
+            ort_inter_op_threads=_int(env, "ORT_INTER_OP_THREADS", defaults.ort_inter_op_threads, low=0),
+            log_level=level,
+            admin_token=env.get("ADMIN_TOKEN") or None,
+            model_name=name,
+        )
+
+    @property
+    def log_level_number(self) -> int:
+        return logging.getLevelNamesMapping()[self.log_level]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int | None = None) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip().replace("_", ""))
+    except ValueError:
+        value = None
+    bounds = f">= {low}" if high is None else f"between {low} and {high}"
+    if value is None or value < low or (high is not None and value > high):
+        raise ConfigError(f"{name}={raw!r} is invalid; set {name} to a whole number {bounds} (default {default})")
+    return value

@@ -1,0 +1,61 @@
+"""Prometheus metrics, one registry per app so several apps (tests) never collide."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# Inference on this model takes milliseconds; default Prometheus buckets start at 5 ms.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+BYTES_BUCKETS = (1e3, 1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7)
+PIXEL_BUCKETS = (4096, 40_000, 100_000, 250_000, 1e6, 4e6, 16e6, 40e6)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        disable_created_metrics()  # the *_created series only double the scrape size
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "catsdogs_http_requests", "HTTP requests by route template, method and status.",
+            ["route", "method", "status"], registry=r,
+        )
+        self.request_duration = Histogram(
+            "catsdogs_http_request_duration_seconds", "End-to-end request latency.",
+            ["route"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.inference_duration = Histogram(
+            "catsdogs_inference_duration_seconds", "onnxruntime run time per model call (one call per batch).",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.in_flight = Gauge("catsdogs_http_requests_in_flight", "HTTP requests being served now.", registry=r)
+        self.rejections = Counter(
+            "catsdogs_rejections", "Requests or batch items refused, by reason.", ["reason"], registry=r,
+        )
+        self.predictions = Counter(
+            "catsdogs_predictions", "Predictions made, by predicted class.", ["predicted_class"], registry=r,
+        )
+        self.confidence = Histogram(
+            "catsdogs_prediction_confidence", "Probability of the predicted class.",
+            buckets=CONFIDENCE_BUCKETS, registry=r,
+        )
+        self.image_bytes = Histogram(
+            "catsdogs_input_image_bytes", "Size of uploaded images in bytes.", buckets=BYTES_BUCKETS, registry=r,
+        )
+        self.image_pixels = Histogram(
+            "catsdogs_input_image_pixels", "Width x height of decoded uploads.", buckets=PIXEL_BUCKETS, registry=r,
+        )
+        self.model_info = Gauge(
+            "catsdogs_model_info", "The model being served (value is always 1).",
+            ["model_version", "data_version"], registry=r,
+        )
+        self.reloads = Counter(
+            "catsdogs_model_reloads", "Model reload attempts by result.", ["result"], registry=r,
+        )
+        for result in ("success", "failure"):
+            self.reloads.labels(result=result)
+
+    def set_model(self, model_version: str, data_version: str) -> None:
+        # Only the live model's series may exist, so dashboards never sum two versions.
+        self.model_info.clear()
+        self.model_info.labels(model_version=model_version, data_version=data_version).set(1)
