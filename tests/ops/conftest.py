@@ -1,0 +1,155 @@
+"""Fixtures for the ops checks: a toy ONNX model (built with onnx.helper, so no
+training is needed) and the real service, started with `python -m service`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TOY_VERSION = "toy-ops-1"
+
+
+def build_toy_model(path: Path, *, image_size: int = 32, scale: float = 4.0) -> Path:
+    """A model honouring the service's contract (input 'image', output 'probabilities',
+    metadata_props) that says 'cat' for reddish images and 'dog' for bluish ones:
+    logits = scale * [mean(R) - mean(B), mean(B) - mean(R)] of the normalised input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from service.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
+    from service.preprocessing import PreprocessSpec
+
+    weights = np.array([[1.0, -1.0], [0.0, 0.0], [-1.0, 1.0]], dtype=np.float32) * scale
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", [INPUT_NAME], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], [OUTPUT_NAME], axis=1),
+        ],
+        "toy_catsdogs",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 3, image_size, image_size])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [3, 2], weights.flatten().tolist())],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = ModelMetadata(
+        classes=("cat", "dog"),
+        preprocessing=PreprocessSpec(image_size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        model_version=TOY_VERSION,
+        data_version="synthetic",
+    )
+    for key, value in meta.to_props().items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_image(path: Path, rgb: tuple[int, int, int], size: int = 64) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), rgb).save(path, quality=95)
+    return path
+
+
+REDDISH = (200, 120, 60)  # the toy model says cat
+BLUISH = (60, 120, 200)  # the toy model says dog
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_status(url: str, timeout: float = 2.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+@dataclass
+class RunningService:
+    url: str
+    port: int
+    process: subprocess.Popen
+    log: Path
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def start_service(model: Path, log: Path, *, python: str = sys.executable, cwd: Path = ROOT,
+                  extra_env: dict[str, str] | None = None, timeout: float = 60.0) -> RunningService:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_", "ADMIN_", "MAX_", "ORT_"))}
+    env.update({"MODEL_PATH": str(model), "HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "WARNING",
+                "PYTHONDONTWRITEBYTECODE": "1", **(extra_env or {})})
+    handle = log.open("wb")
+    proc = subprocess.Popen([python, "-m", "service"], cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    svc = RunningService(f"http://127.0.0.1:{port}", port, proc, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"`python -m service` exited with {proc.returncode}:\n{svc.logs()}")
+        if http_status(f"{svc.url}/ready") == 200:
+            return svc
+        time.sleep(0.2)
+    stop_service(svc)
+    raise AssertionError(f"service not ready within {timeout:.0f} s:\n{svc.logs()}")
+
+
+def stop_service(svc: RunningService) -> None:
+    if svc.process.poll() is None:
+        svc.process.terminate()
+        try:
+            svc.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            svc.process.kill()
+            svc.process.wait(timeout=10)
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name) or (str(Path(sys.executable).parent / name)
+                                  if (Path(sys.executable).parent / name).exists() else None)
+    if path is None:
+        fix = ("run `bash scripts/ci-system-deps.sh` (installs Debian's prometheus package)"
+               if name in ("promtool", "prometheus")
+               else "run `pip install -r requirements/ops.txt`")
+        pytest.fail(f"`{name}` is not installed; {fix}", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_toy_model(tmp_path_factory.mktemp("model") / "model.onnx")
+
+
+@pytest.fixture(scope="session")
+def service(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    svc = start_service(toy_model, tmp_path_factory.mktemp("service") / "service.log")
+    try:
+        yield svc
+    finally:
+        stop_service(svc)
