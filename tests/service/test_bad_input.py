@@ -1,0 +1,153 @@
+"""Every bad input in the issue gets a JSON {"error","detail"} with the right status, never a 500."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+
+from tests.service.conftest import RED, image_bytes
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail"}
+    assert body["detail"] and isinstance(body["detail"], str)
+    if code is not None:
+        assert body["error"] == code
+    return body
+
+
+def noisy_jpeg(size: tuple[int, int] = (500, 375)) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def png_header_bomb(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of width x height that compresses to ~100 KB; built row by row, never in memory."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (1 + (width + 7) // 8)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_empty_multipart_upload_is_400(client: TestClient) -> None:
+    assert_error(client.post("/predict", files={"file": ("empty.jpg", b"", "image/jpeg")}), 400, "empty_file")
+
+
+def test_zero_byte_raw_body_is_400(client: TestClient) -> None:
+    assert_error(client.post("/predict", content=b"", headers={"content-type": "image/jpeg"}), 400, "empty_file")
+
+
+def test_missing_file_field_is_400_and_names_the_field(client: TestClient) -> None:
+    body = assert_error(client.post("/predict", files={"image": ("a.jpg", image_bytes())}), 400, "missing_field")
+    assert "'file'" in body["detail"]
+
+
+def test_text_field_instead_of_file_is_400(client: TestClient) -> None:
+    response = client.post("/predict", data={"file": "not a file"}, files={"other": ("a.jpg", image_bytes())})
+    assert_error(response, 400, "missing_field")
+
+
+def test_text_renamed_jpg_is_415(client: TestClient) -> None:
+    assert_error(client.post("/predict", files={"file": ("cat.jpg", b"hello, I am text", "image/jpeg")}), 415,
+                 "not_an_image")
+
+
+def test_not_an_image_raw_body_is_415(client: TestClient) -> None:
+    assert_error(client.post("/predict", content=b"%PDF-1.4 ...", headers={"content-type": "image/png"}), 415)
+
+
+def test_unsupported_content_type_is_415_with_a_hint(client: TestClient) -> None:
+    body = assert_error(client.post("/predict", json={"image": "x"}), 415, "unsupported_media")
+    assert "curl -F file=@" in body["detail"]
+
+
+def test_truncated_jpeg_is_422(client: TestClient) -> None:
+    data = noisy_jpeg()
+    assert_error(client.post("/predict", files={"file": ("t.jpg", data[: len(data) // 2])}), 422, "truncated")
+
+
+def test_corrupt_png_body_is_422(client: TestClient) -> None:
+    data = bytearray(image_bytes(fmt="PNG", size=(64, 64)))
+    data[60:80] = b"\xff" * 20  # smash the IDAT stream; the header still parses
+    assert_error(client.post("/predict", files={"file": ("c.png", bytes(data))}), 422)
+
+
+def test_malformed_multipart_is_400(client: TestClient) -> None:
+    response = client.post("/predict", content=b"--nope\r\ngarbage",
+                           headers={"content-type": "multipart/form-data"})
+    assert_error(response, 400)
+
+
+def test_two_files_in_single_predict_is_400(client: TestClient) -> None:
+    files = [("file", ("a.jpg", image_bytes())), ("file", ("b.jpg", image_bytes()))]
+    assert_error(client.post("/predict", files=files), 400)
+
+
+def test_decompression_bomb_30000x30000_png_is_refused_fast(client: TestClient) -> None:
+    bomb = png_header_bomb(30_000, 30_000)
+    assert len(bomb) < 1_000_000
+    start = time.perf_counter()
+    body = assert_error(client.post("/predict", files={"file": ("bomb.png", bomb)}), 422, "image_too_large")
+    assert time.perf_counter() - start < 2.0
+    assert "pixels" in body["detail"] or "limit" in body["detail"]
+
+
+def test_image_over_max_image_pixels_is_refused_before_decoding(client: TestClient) -> None:
+    bomb = png_header_bomb(8_000, 8_000)  # 64 M pixels: under Pillow's own limit, over ours (40 M)
+    start = time.perf_counter()
+    body = assert_error(client.post("/predict", files={"file": ("big.png", bomb)}), 422, "image_too_large")
+    assert time.perf_counter() - start < 1.0
+    assert "8000x8000" in body["detail"]
+
+
+def test_upload_over_content_length_limit_is_413(model_path) -> None:  # type: ignore[no-untyped-def]
+    from service.app import create_app
+    from tests.service.conftest import make_settings
+
+    with TestClient(create_app(make_settings(model_path, max_upload_bytes=1000))) as small:
+        body = assert_error(small.post("/predict", content=b"x" * 1001, headers={"content-type": "image/jpeg"}),
+                            413, "payload_too_large")
+        assert "MAX_UPLOAD_BYTES" in body["detail"]
+        assert small.post("/predict", content=image_bytes(size=(8, 8)),
+                          headers={"content-type": "image/jpeg"}).status_code == 200
+
+
+def test_batch_without_files_is_400(client: TestClient) -> None:
+    assert_error(client.post("/predict/batch", files={"other": ("a.jpg", image_bytes())}), 400, "missing_field")
+
+
+def test_batch_over_file_cap_is_413(model_path) -> None:  # type: ignore[no-untyped-def]
+    from service.app import create_app
+    from tests.service.conftest import make_settings
+
+    with TestClient(create_app(make_settings(model_path, max_batch_files=3))) as small:
+        files = [("file", (f"{i}.jpg", image_bytes(size=(8, 8)))) for i in range(4)]
+        assert_error(small.post("/predict/batch", files=files), 413, "too_many_files")
+
+
+def test_batch_with_raw_body_is_415(client: TestClient) -> None:
+    assert_error(client.post("/predict/batch", content=image_bytes(), headers={"content-type": "image/jpeg"}), 415)
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch", "/v2/models/cats-dogs/infer"])
+def test_get_on_post_endpoints_is_405_json(client: TestClient, path: str) -> None:
+    assert_error(client.get(path), 405, "method_not_allowed")
+
+
+def test_unknown_path_is_404_json(client: TestClient) -> None:
+    assert_error(client.get("/nope"), 404, "not_found")

@@ -1,0 +1,97 @@
+"""Settings from the environment, and the streaming upload limit at the ASGI level."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.config import DEFAULT_MODEL_PATH, ConfigError, Settings
+from service.limits import UploadLimitMiddleware
+from service.preprocessing import DEFAULT_MAX_PIXELS
+
+
+def test_defaults_serve_the_bundled_model_on_localhost() -> None:
+    settings = Settings.from_env({})
+    assert settings.model_path == DEFAULT_MODEL_PATH == Path(__file__).resolve().parents[2] / "models/model.onnx"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.max_upload_bytes == 10 * 1024 * 1024
+    assert settings.max_image_pixels == DEFAULT_MAX_PIXELS
+    assert settings.admin_token is None and settings.model_name == "cats-dogs"
+
+
+def test_every_variable_is_read() -> None:
+    env = {
+        "MODEL_PATH": "/m/x.onnx", "HOST": "0.0.0.0", "PORT": "9000", "MAX_UPLOAD_BYTES": "2048",
+        "MAX_IMAGE_PIXELS": "1_000_000", "MAX_IN_FLIGHT": "3", "MAX_BATCH_FILES": "5",
+        "ORT_INTRA_OP_THREADS": "2", "ORT_INTER_OP_THREADS": "1", "LOG_LEVEL": "debug",
+        "ADMIN_TOKEN": "t", "MODEL_NAME": "pets",
+    }
+    s = Settings.from_env(env)
+    assert s == Settings(Path("/m/x.onnx"), "0.0.0.0", 9000, 2048, 1_000_000, 3, 5, 2, 1, "DEBUG", "t", "pets")
+
+
+@pytest.mark.parametrize("name,value", [
+    ("PORT", "eighty"), ("PORT", "70000"), ("MAX_UPLOAD_BYTES", "0"), ("MAX_IN_FLIGHT", "-1"),
+    ("ORT_INTRA_OP_THREADS", "1.5"), ("LOG_LEVEL", "loud"), ("MODEL_NAME", "a/b"), ("MAX_IMAGE_PIXELS", "x"),
+])
+def test_invalid_values_name_the_variable_and_the_fix(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({name: value})
+    assert name in str(info.value)
+    assert any(word in str(info.value) for word in ("set", "use", "must"))
+
+
+async def _run_limited(chunks: list[bytes], limit: int, headers: list[tuple[bytes, bytes]]) -> tuple[list, int]:  # type: ignore[type-arg]
+    """Drive the middleware with a streaming body; the app reads until the body ends."""
+    from service.limits import PayloadTooLarge
+
+    pulled = 0
+    sent: list = []  # type: ignore[type-arg]
+
+    async def receive():  # type: ignore[no-untyped-def]
+        nonlocal pulled
+        pulled += 1
+        body = chunks[pulled - 1]
+        return {"type": "http.request", "body": body, "more_body": pulled < len(chunks)}
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        sent.append(message)
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    scope = {"type": "http", "headers": headers, "method": "POST"}
+    try:
+        await UploadLimitMiddleware(app, limit)(scope, receive, send)
+    except PayloadTooLarge:
+        sent.append("raised 413")
+    return sent, pulled
+
+
+def test_streamed_body_over_the_limit_stops_reading_at_the_limit() -> None:
+    import anyio
+
+    chunks = [b"x" * 1000] * 100  # 100 KB, chunked: no Content-Length
+    sent, pulled = anyio.run(_run_limited, chunks, 5_000, [])
+    assert sent == ["raised 413"]
+    assert pulled == 6  # stopped at the first chunk past 5 000 bytes, never read the rest
+
+
+def test_declared_content_length_over_the_limit_is_refused_unread() -> None:
+    import anyio
+
+    sent, pulled = anyio.run(_run_limited, [b"x" * 10], 5, [(b"content-length", b"10")])
+    assert pulled == 0
+    assert sent[0]["status"] == 413
+
+
+def test_body_within_the_limit_passes() -> None:
+    import anyio
+
+    sent, pulled = anyio.run(_run_limited, [b"x" * 100] * 3, 300, [])
+    assert sent[0]["status"] == 200 and pulled == 3
