@@ -1,0 +1,117 @@
+"""Stage: best_model.pth -> models/model.onnx, gated on parity. `python -m export.export`
+
+The ONNX file is written to a temporary path, proven equal to the PyTorch
+model on real validation images, and only then moved into place. A failed
+gate leaves the previous model untouched and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import onnx
+import torch
+
+from export.parity import check_parity
+from service.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
+from service.preprocessing import PreprocessSpec
+from training.dataset import split_images
+from training.model import WithSoftmax, build_model
+from training.params import load_params
+
+BEST_MODEL = Path("models/best_model.pth")
+ONNX_MODEL = Path("models/model.onnx")
+PARITY_REPORT = Path("reports/parity.json")
+
+log = logging.getLogger("export")
+
+
+def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the exported module (softmax included) from a weights-only checkpoint."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    net = build_model(len(checkpoint["classes"]), checkpoint["width"], checkpoint["dropout"])
+    net.load_state_dict(checkpoint["state_dict"])
+    return WithSoftmax(net).eval(), checkpoint
+
+
+def to_onnx(model: torch.nn.Module, image_size: int, opset: int) -> onnx.ModelProto:
+    example = torch.zeros(2, 3, image_size, image_size)
+    program = torch.onnx.export(
+        model,
+        (example,),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        opset_version=opset,
+        dynamo=True,
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+        verbose=False,
+    )
+    return program.model_proto
+
+
+def stamp_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> None:
+    del proto.metadata_props[:]
+    for key, value in metadata.to_props().items():
+        proto.metadata_props.add(key=key, value=value)
+
+
+def export_model(
+    best_model: Path, dest: Path, report_path: Path, opset: int, parity_images: int, atol: float
+) -> dict:
+    model, checkpoint = load_checkpoint(best_model)
+    spec = PreprocessSpec.from_json(checkpoint["preprocessing"])
+    proto = to_onnx(model, spec.image_size, opset)
+    # Content hash of graph + weights, taken before metadata so it names the math, not the labels.
+    version = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()[:12]
+    stamp_metadata(
+        proto,
+        ModelMetadata(
+            classes=tuple(checkpoint["classes"]),
+            preprocessing=spec,
+            model_version=version,
+            data_version=checkpoint["data_version"],
+            metrics={"val_accuracy": checkpoint["val_accuracy"], "epoch": checkpoint["epoch"]},
+        ),
+    )
+    onnx.checker.check_model(proto, full_check=True)
+
+    images = [(image.path, image.data) for image in split_images("val", parity_images)]
+    if len(images) < parity_images:
+        raise RuntimeError(f"parity needs {parity_images} validation images, found {len(images)}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        candidate = Path(tmp) / dest.name
+        onnx.save(proto, candidate)
+        report = check_parity(model, spec, candidate, images, atol).as_dict()
+        report |= {"model_version": version, "opset": opset, "bytes": candidate.stat().st_size}
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+        if report["passed"]:
+            os.replace(candidate, dest)
+    return report
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for chatty in ("onnx_ir", "onnxscript"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    params = load_params()
+    cfg = params.export
+    report = export_model(BEST_MODEL, ONNX_MODEL, PARITY_REPORT, cfg.opset, cfg.parity_images, cfg.parity_atol)
+    if not report["passed"]:
+        log.error(
+            "parity gate FAILED: %d class mismatches, max |diff| %.2e > %.0e (worst: %s). %s left unchanged.",
+            report["class_mismatches"], report["max_abs_diff"], report["atol"], report["worst_image"], ONNX_MODEL,
+        )
+        sys.exit(1)
+    log.info("parity passed on %d images (max |diff| %.2e); wrote %s", report["images"], report["max_abs_diff"], ONNX_MODEL)
+
+
+if __name__ == "__main__":
+    main()

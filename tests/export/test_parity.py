@@ -1,0 +1,121 @@
+"""The export parity gate passes a faithful export and fails a broken one."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zipfile
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+import export.export
+from export.export import export_model, stamp_metadata, to_onnx
+from export.parity import check_parity
+from service.metadata import ModelMetadata
+from service.preprocessing import PreprocessSpec
+from training.dataset import split_images
+from training.model import WithSoftmax, build_model
+
+MINI_ZIP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dogs-vs-cats-mini.zip"
+SPEC = PreprocessSpec(image_size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+@pytest.fixture(scope="module")
+def real_images() -> list[tuple[str, bytes]]:
+    assert MINI_ZIP.exists(), f"{MINI_ZIP} is missing: parity is checked on real photos"
+    with zipfile.ZipFile(MINI_ZIP) as archive:
+        names = sorted(n for n in archive.namelist() if n.endswith(".jpg"))[::15][:64]
+        return [(name, archive.read(name)) for name in names]
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_model(2, width=8, dropout=0.1)
+    # Non-trivial BatchNorm statistics, so a graph that drops them would be caught.
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return WithSoftmax(net).eval()
+
+
+@pytest.fixture(scope="module")
+def graph(model: torch.nn.Module) -> onnx.ModelProto:
+    return to_onnx(model, SPEC.image_size, opset=18)
+
+
+@pytest.fixture
+def save(graph: onnx.ModelProto, tmp_path: Path):
+    def _save(spec: PreprocessSpec) -> Path:
+        proto = onnx.ModelProto()
+        proto.CopyFrom(graph)
+        stamp_metadata(proto, ModelMetadata(("cat", "dog"), spec, "test", "test"))
+        onnx.save(proto, tmp_path / "m.onnx")
+        return tmp_path / "m.onnx"
+
+    return _save
+
+
+def test_faithful_export_passes_parity(model, real_images, save) -> None:
+    report = check_parity(model, SPEC, save(SPEC), real_images, atol=1e-4)
+    assert report.passed, report
+    assert report.images == 64
+    assert report.max_abs_diff < 1e-5
+
+
+def test_export_with_wrong_normalisation_fails_parity(model, real_images, save) -> None:
+    wrong = dataclasses.replace(SPEC, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    report = check_parity(model, SPEC, save(wrong), real_images, atol=1e-4)
+    assert not report.passed
+    assert report.max_abs_diff > 1e-4
+
+
+def test_export_with_different_weights_fails_parity(model, real_images, save) -> None:
+    onnx_path = save(SPEC)
+    drifted = WithSoftmax(build_model(2, width=8, dropout=0.1)).eval()
+    drifted.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        drifted.net.head[1].bias.add_(torch.tensor([0.3, -0.3]))
+    report = check_parity(drifted, SPEC, onnx_path, real_images, atol=1e-4)
+    assert not report.passed
+
+
+def test_parity_with_no_images_never_passes(model, save) -> None:
+    report = check_parity(model, SPEC, save(SPEC), [], atol=1e-4)
+    assert not report.passed
+
+
+def test_export_stage_with_broken_normalisation_fails_and_keeps_previous_model(
+    model, real_images, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with zipfile.ZipFile("images.zip", "w") as archive:
+        for name, data in real_images:
+            archive.writestr(name, data)
+    Path("split.csv").write_text(
+        "path,label,sha256,split\n" + "".join(f"{name},cat,{i:064x},val\n" for i, (name, _) in enumerate(real_images))
+    )
+    monkeypatch.setattr("export.export.split_images", lambda split, limit: split_images(
+        split, limit, images_zip=Path("images.zip"), split_csv=Path("split.csv")))
+    torch.save(
+        {"state_dict": model.net.state_dict(), "classes": ["cat", "dog"], "width": 8, "dropout": 0.1,
+         "preprocessing": SPEC.to_json(), "epoch": 1, "val_accuracy": 0.5, "data_version": "d"},
+        "best.pth",
+    )
+    previous = Path("model.onnx")
+    previous.write_bytes(b"previous model")
+    real_stamp = export.export.stamp_metadata
+
+    def stamp_wrong_normalisation(proto, metadata):
+        broken = dataclasses.replace(metadata.preprocessing, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        real_stamp(proto, dataclasses.replace(metadata, preprocessing=broken))
+
+    monkeypatch.setattr("export.export.stamp_metadata", stamp_wrong_normalisation)
+    report = export_model(Path("best.pth"), previous, Path("parity.json"), 18, 64, 1e-4)
+    assert report["passed"] is False
+    assert previous.read_bytes() == b"previous model"
+    assert json.loads(Path("parity.json").read_text())["passed"] is False
