@@ -1,0 +1,230 @@
+"""The real thing: `python -m service` under uvicorn on 127.0.0.1, driven over HTTP."""
+
+from __future__ import annotations
+
+import json
+import select
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service.conftest import BLUE, RED, Server, build_model, image_bytes, start_server, stop_server
+from tests.service.test_bad_input import png_header_bomb
+
+
+def slow_batch(count: int) -> list[tuple[str, tuple[str, bytes]]]:
+    """Big solid PNGs: tiny uploads, ~40 ms each to inflate - a request that really takes a while."""
+    big = image_bytes(RED, size=(2000, 2000), fmt="PNG")
+    return [("file", (f"{i}.png", big)) for i in range(count)]
+
+
+def read_response(sock: socket.socket) -> str:
+    """Everything the server sends until it closes the connection (413s carry Connection: close)."""
+    sock.settimeout(5)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data.decode(errors="replace")
+
+
+def metric(server: Server, name: str) -> float:
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def test_predict_over_real_http_and_json_log_line(server: Server) -> None:
+    response = httpx.post(f"{server.url}/predict", files={"file": ("a.jpg", image_bytes(BLUE))},
+                          headers={"X-Request-ID": "http-rid-1"})
+    assert response.status_code == 200
+    assert response.json()["predicted_class"] == "dog"
+    assert response.headers["x-request-id"] == "http-rid-1"
+    assert "server" not in response.headers
+    line = server.wait_for_log(lambda e: e.get("request_id") == "http-rid-1")
+    assert line["route"] == "/predict" and line["status"] == 200 and line["predicted_class"] == "dog"
+    for entry in server.log_lines():  # every stdout line parsed as JSON; uvicorn's access log is off
+        assert "HTTP/1.1\" 200" not in entry.get("message", "")
+
+
+def test_content_length_over_limit_is_413_before_the_body_is_sent(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                     b"Content-Length: 20000000\r\n\r\n")  # announce 20 MB, send none of it
+        head = read_response(sock)
+    assert head.startswith("HTTP/1.1 413")
+    assert '"payload_too_large"' in head
+
+
+def test_chunked_upload_is_cut_off_with_413_once_past_the_limit(server: Server) -> None:
+    port = int(server.url.rsplit(":", 1)[1])
+    chunk = b"\xff" * 65536
+    sent = 0
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)  # little slack on our side
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        try:
+            while sent < 40 * 1024 * 1024:  # would be 40 MB; the limit is 10 MB
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+                if select.select([sock], [], [], 0)[0]:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        head = read_response(sock)
+    assert head.startswith("HTTP/1.1 413"), head[:200]
+    assert '"payload_too_large"' in head
+    # Answered long before the 40 MB end; the slack over 10 MB is the kernel's socket buffers.
+    assert sent < 20 * 1024 * 1024
+
+
+def test_decompression_bomb_is_refused_fast_with_bounded_server_memory(server: Server) -> None:
+    def peak_rss_kb() -> int:
+        status = Path(f"/proc/{server.proc.pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+
+    bomb = png_header_bomb(30_000, 30_000)  # 900 M pixels: 900 MB+ if ever decoded
+    before = peak_rss_kb()
+    start = time.perf_counter()
+    response = httpx.post(f"{server.url}/predict", files={"file": ("bomb.png", bomb)})
+    elapsed = time.perf_counter() - start
+    assert response.status_code == 422 and response.json()["error"] == "image_too_large"
+    assert elapsed < 2.0
+    assert peak_rss_kb() - before < 50_000  # the server's peak memory grew by < 50 MB
+
+
+def test_over_the_in_flight_bound_answers_503_with_retry_after(model_path: Path, tmp_path: Path) -> None:
+    srv = start_server(sys.executable, model_path, tmp_path, MAX_IN_FLIGHT="1", MAX_BATCH_FILES="64")
+    try:
+        results: dict[str, httpx.Response] = {}
+        slow = threading.Thread(target=lambda: results.update(
+            batch=httpx.post(f"{srv.url}/predict/batch", files=slow_batch(16), timeout=60)))
+        slow.start()
+        deadline = time.monotonic() + 10
+        while metric(srv, "catsdogs_http_requests_in_flight") < 2:  # the batch + this /metrics call
+            assert time.monotonic() < deadline, "the batch request never started"
+            time.sleep(0.02)
+        refused = httpx.post(f"{srv.url}/predict", files={"file": ("a.jpg", image_bytes())})
+        slow.join()
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"] == "overloaded"
+        assert results["batch"].status_code == 200
+        assert metric(srv, 'catsdogs_rejections_total{reason="overloaded"}') == 1
+        after = httpx.post(f"{srv.url}/predict", files={"file": ("a.jpg", image_bytes())})
+        assert after.status_code == 200  # the slot was given back
+    finally:
+        stop_server(srv)
+
+
+def test_sigterm_lets_the_in_flight_request_finish(model_path: Path, tmp_path: Path) -> None:
+    srv = start_server(sys.executable, model_path, tmp_path, MAX_BATCH_FILES="64")
+    results: dict[str, httpx.Response] = {}
+    slow = threading.Thread(target=lambda: results.update(
+        batch=httpx.post(f"{srv.url}/predict/batch", files=slow_batch(16), timeout=60)))
+    slow.start()
+    deadline = time.monotonic() + 10
+    while metric(srv, "catsdogs_http_requests_in_flight") < 2:  # the batch + this /metrics call
+        assert time.monotonic() < deadline, "the batch request never started"
+        time.sleep(0.02)
+    srv.proc.send_signal(signal.SIGTERM)
+    slow.join()
+    # uvicorn re-raises the captured SIGTERM once it has drained, so "killed by SIGTERM" is the clean exit.
+    assert srv.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    batch = results["batch"]
+    assert batch.status_code == 200
+    assert [r["predicted_class"] for r in batch.json()["results"]] == ["cat"] * 16
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{srv.url}/health")
+
+
+def _swap_model(server_model: Path, **kwargs: object) -> None:
+    staged = build_model(server_model.parent / "staged" / "model.onnx", **kwargs)  # type: ignore[arg-type]
+    shutil.copy(staged, server_model.parent / "incoming.onnx")
+    (server_model.parent / "incoming.onnx").replace(server_model)  # atomic rename, as a deploy would
+
+
+def test_sighup_reloads_a_good_model_and_keeps_the_old_one_on_a_bad_one(server: Server, model_path: Path) -> None:
+    _swap_model(model_path, version="v2")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for_log(lambda e: e.get("message") == "model reloaded" and e.get("model_version") == "v2")
+    assert httpx.get(f"{server.url}/model").json()["model_version"] == "v2"
+    info = httpx.get(f"{server.url}/metrics").text
+    assert 'catsdogs_model_info{data_version="data-test",model_version="v2"} 1.0' in info
+    assert 'model_version="v1"' not in info  # only the live model's series
+    assert 'catsdogs_model_reloads_total{result="success"} 1.0' in info
+
+    model_path.write_bytes(b"this is not an onnx model")
+    server.proc.send_signal(signal.SIGHUP)
+    failure = server.wait_for_log(lambda e: e.get("message", "").startswith("model reload failed"))
+    assert failure["level"] == "error" and failure["model_version"] == "v2"
+    assert "onnxruntime cannot load" in failure["reason"]
+    assert httpx.get(f"{server.url}/ready").status_code == 200
+    response = httpx.post(f"{server.url}/predict", files={"file": ("a.jpg", image_bytes(RED))})
+    assert response.status_code == 200 and response.json()["model_version"] == "v2"
+    assert 'catsdogs_model_reloads_total{result="failure"} 1.0' in httpx.get(f"{server.url}/metrics").text
+
+
+def test_admin_reload_needs_the_token_and_validates_before_swapping(server: Server, model_path: Path) -> None:
+    url = f"{server.url}/admin/reload"
+    assert httpx.post(url).status_code == 401
+    assert httpx.post(url, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    auth = {"Authorization": "Bearer s3cret"}
+
+    _swap_model(model_path, version="v3")
+    ok = httpx.post(url, headers=auth)
+    assert ok.status_code == 200
+    assert ok.json() | {"sha256": None} == {"result": "success", "model_version": "v3", "previous_version": "v1",
+                                            "sha256": None}
+
+    _swap_model(model_path, version="v4", softmax=False)  # logits, not probabilities: must be refused
+    bad = httpx.post(url, headers=auth)
+    assert bad.status_code == 422
+    assert bad.json()["error"] == "reload_failed"
+    assert "still serving model_version v3" in bad.json()["detail"]
+    assert httpx.get(f"{server.url}/model").json()["model_version"] == "v3"
+
+
+def test_admin_reload_is_404_when_no_token_is_configured(model_path: Path, tmp_path: Path) -> None:
+    srv = start_server(sys.executable, model_path, tmp_path)
+    try:
+        response = httpx.post(f"{srv.url}/admin/reload", headers={"Authorization": "Bearer anything"})
+        assert response.status_code == 404
+        assert "ADMIN_TOKEN" in response.json()["detail"]
+    finally:
+        stop_server(srv)
+
+
+def test_bad_configuration_exits_with_a_message_naming_the_variable(model_path: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.service.conftest import REPO
+
+    result = subprocess.run([sys.executable, "-m", "service"], cwd=REPO, capture_output=True, text=True,
+                            env={"MODEL_PATH": str(model_path), "PORT": "not-a-port"}, timeout=30)
+    assert result.returncode == 2
+    assert "PORT" in result.stderr and "whole number" in result.stderr
+
+
+def test_missing_model_exits_non_zero_with_a_json_error_line(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.service.conftest import REPO, free_port
+
+    result = subprocess.run([sys.executable, "-m", "service"], cwd=REPO, capture_output=True, text=True,
+                            env={"MODEL_PATH": str(tmp_path / "nope.onnx"), "PORT": str(free_port())}, timeout=30)
+    assert result.returncode != 0
+    critical = [json.loads(line) for line in result.stdout.splitlines() if '"critical"' in line]
+    assert critical and "MODEL_PATH" in critical[0]["message"]
