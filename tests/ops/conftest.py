@@ -153,3 +153,78 @@ def service(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield svc
     finally:
         stop_service(svc)
+
+
+# --------------------------------------------------------------------------- helpers
+PROMQL_WORDS = {
+    # functions, aggregations, keywords and modifiers that may appear in our expressions
+    "sum", "min", "max", "avg", "count", "topk", "bottomk", "quantile", "stddev", "group",
+    "rate", "irate", "increase", "delta", "idelta", "deriv", "histogram_quantile", "absent", "absent_over_time",
+    "abs", "clamp_min", "clamp_max", "vector", "scalar", "time", "label_replace", "label_values",
+    "avg_over_time", "max_over_time", "min_over_time", "sum_over_time", "count_over_time",
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "offset", "bool",
+}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names an expression selects (label matchers, ranges, strings and grouping lists removed)."""
+    import re
+
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"label_values\((.*),\s*\w+\s*\)", r"\1", text)  # Grafana variable query
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w$.])([a-zA-Z_:][a-zA-Z0-9_:]*)", text):
+        word = match.group(1)
+        if word not in PROMQL_WORDS and not re.fullmatch(r"[0-9.eE+-]+", word):
+            names.add(word)
+    return names
+
+
+def exposition_names(text: str) -> set[str]:
+    """Sample names in a Prometheus text exposition (e.g. foo_total, foo_bucket)."""
+    names = set()
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            names.add(line.split("{", 1)[0].split(" ", 1)[0])
+    return names
+
+
+def dashboard_targets(dashboard: dict) -> list[tuple[str, str]]:
+    """[(panel title, expr)] for every query in the dashboard, template variables included."""
+    found = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            found.append((panel["title"], target["expr"]))
+    for var in dashboard.get("templating", {}).get("list", []):
+        query = var.get("query")
+        if isinstance(query, dict):
+            query = query.get("query")
+        if query:
+            found.append((f"variable {var['name']}", query))
+    return found
+
+
+def load_yaml(path: Path):
+    import yaml
+
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def alert_rules() -> list[dict]:
+    doc = load_yaml(ROOT / "monitoring" / "alerts.yml")
+    return [rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def send_prediction(url: str, image: Path) -> dict:
+    import json
+
+    sys.path.insert(0, str(ROOT / "deploy"))
+    from httpclient import predict
+
+    resp = predict(url, image)
+    assert resp.status == 200, f"/predict answered {resp.status}: {resp.body[:300]!r}"
+    return json.loads(resp.body)
