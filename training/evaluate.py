@@ -58,21 +58,31 @@ def main() -> None:
     write_csv(
         EVAL_DIR / "predictions.csv",
         ["path", "actual", "predicted", f"p_{classes[-1]}"],
-        [[img.path, img.label, classes[p], round(float(prob[-1]), 6)] for img, p, prob in zip(test, predicted, probabilities)],
+        [
+            [img.path, img.label, classes[p], round(float(prob[-1]), 6)]
+            for img, p, prob in zip(test, predicted, probabilities, strict=True)
+        ],
     )
     fpr, tpr, thresholds = roc_curve(labels == len(classes) - 1, probabilities[:, -1])
     write_csv(
         EVAL_DIR / "roc.csv",
         ["fpr", "tpr", "threshold"],
-        [[round(float(f), 6), round(float(t), 6), float(min(th, 1.0))] for f, t, th in zip(fpr, tpr, thresholds)],
+        [
+            [round(float(f), 6), round(float(t), 6), float(min(th, 1.0))]
+            for f, t, th in zip(fpr, tpr, thresholds, strict=True)
+        ],
     )
     wrong = np.flatnonzero(predicted != labels)
     confident_mistakes = sorted(wrong, key=lambda i: -probabilities[i].max())[:20]
     (EVAL_DIR / "misclassified.json").write_text(
         json.dumps(
             [
-                {"path": test[i].path, "actual": test[i].label, "predicted": classes[predicted[i]],
-                 "confidence": round(float(probabilities[i].max()), 4)}
+                {
+                    "path": test[i].path,
+                    "actual": test[i].label,
+                    "predicted": classes[predicted[i]],
+                    "confidence": round(float(probabilities[i].max()), 4),
+                }
                 for i in confident_mistakes
             ],
             indent=2,

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-LOCAL_TRACKING_URI = "sqlite:///mlflow.db"
+LOCAL_STORE = Path("mlflow.db")
 LOCAL_ARTIFACTS = "mlartifacts"
 PROBE_TIMEOUT_S = 3.0
 
@@ -32,18 +32,23 @@ def server_answers(uri: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
         return False
 
 
+def local_tracking_uri() -> str:
+    """Absolute, so the store is the one in the working directory of this run (see `mlflow ui`)."""
+    return f"sqlite:///{LOCAL_STORE.resolve()}"
+
+
 def resolve_tracking_uri(requested: str | None) -> str:
     if not requested:
-        return LOCAL_TRACKING_URI
+        return local_tracking_uri()
     if requested.startswith(("http://", "https://")) and not server_answers(requested):
         log.warning(
             "MLflow server %s did not answer within %.0fs; logging to %s instead. "
             "Start the server or unset MLFLOW_TRACKING_URI.",
             requested,
             PROBE_TIMEOUT_S,
-            LOCAL_TRACKING_URI,
+            local_tracking_uri(),
         )
-        return LOCAL_TRACKING_URI
+        return local_tracking_uri()
     return requested
 
 
@@ -105,7 +110,7 @@ def tracked_run(experiment: str, run_name: str) -> Iterator[Tracker]:
 
         uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
         mlflow.set_tracking_uri(uri)
-        if uri == LOCAL_TRACKING_URI and mlflow.get_experiment_by_name(experiment) is None:
+        if uri == local_tracking_uri() and mlflow.get_experiment_by_name(experiment) is None:
             mlflow.create_experiment(experiment, artifact_location=Path(LOCAL_ARTIFACTS).resolve().as_uri())
         mlflow.set_experiment(experiment)
         mlflow.start_run(run_name=run_name)

@@ -101,8 +101,9 @@ def main() -> None:
     val_x, val_y = load_split(PREPARED_DIR, "val")
     if cfg.max_train_images is not None:
         train_x, train_y = train_x[: cfg.max_train_images], train_y[: cfg.max_train_images]
-    train_x_t = torch.from_numpy(np.ascontiguousarray(train_x))
-    train_y_t = torch.from_numpy(np.ascontiguousarray(train_y))
+    # In memory: batches gather random rows, which a memory map would turn into disk seeks.
+    train_x_t = torch.from_numpy(np.array(train_x))
+    train_y_t = torch.from_numpy(np.array(train_y))
     data_version = json.loads(Path("reports/data.json").read_text())["data_version"]
 
     model = build_model(len(params.data.classes), params.model.width, params.model.dropout)
@@ -130,7 +131,11 @@ def main() -> None:
 
     with tracked_run(params.mlflow.experiment, run_name=f"train-{fingerprint}") as tracker:
         tracker.log_params(
-            {f"{section}.{key}": value for section in ("model", "train") for key, value in asdict(getattr(params, section)).items()}
+            {
+                f"{section}.{key}": value
+                for section in ("model", "train")
+                for key, value in asdict(getattr(params, section)).items()
+            }
             | {"preprocess.image_size": spec.image_size, "data_version": data_version, "device": device.type}
         )
         train_seconds = sum(row["seconds"] for row in history)

@@ -1,0 +1,48 @@
+# Two commands matter: `make serve` and `make test`. Everything else is a building block.
+PYTHON ?= python3
+VENV := .venv
+SERVE_VENV := .venv-serve
+
+.PHONY: serve test setup setup-serve system-deps lint repro bench clean
+
+## Set up the torch-free serving env (exactly what Dockerfile.serve installs) and serve models/model.onnx on :8000.
+serve: $(SERVE_VENV)/.built
+	$(SERVE_VENV)/bin/python -m service
+
+## Set up every environment the suite needs, then lint and run the whole test suite.
+test: setup setup-serve system-deps
+	$(VENV)/bin/python -m ruff check .
+	$(VENV)/bin/python -m pytest
+
+## Training + export + test tools (torch, dvc, mlflow, onnx, pytest, linters).
+setup: $(VENV)/.built
+
+setup-serve: $(SERVE_VENV)/.built
+
+## promtool and a real Prometheus for the monitoring checks (Debian package, needs root or sudo).
+system-deps:
+	bash scripts/ci-system-deps.sh
+
+$(VENV)/.built: requirements/serve.txt requirements/train.txt requirements/dev.txt requirements/ops.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements/dev.txt
+	touch $@
+
+$(SERVE_VENV)/.built: requirements/serve.lock scripts/build_serve_venv.sh
+	rm -rf $(SERVE_VENV)
+	sh scripts/build_serve_venv.sh $(SERVE_VENV) $(PYTHON)
+	touch $@
+
+lint: setup
+	$(VENV)/bin/python -m ruff check .
+
+## Rebuild data, model, ONNX export and metrics from params.yaml.
+repro: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+
+## Latency/throughput/memory of the real server vs a PyTorch-eager baseline.
+bench: setup setup-serve
+	$(VENV)/bin/python benchmarks/bench_service.py
+
+clean:
+	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache .ruff_cache

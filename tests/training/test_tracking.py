@@ -1,0 +1,88 @@
+"""MLflow tracking never stalls or fails training."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from training.tracking import Tracker, local_tracking_uri, resolve_tracking_uri, tracked_run
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _silent_server() -> socket.socket:
+    """Accepts connections and never answers: the worst case for a client."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    return server
+
+
+def test_no_uri_means_local_sqlite_store_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_refused_server_falls_back_to_local_store_quickly() -> None:
+    started = time.perf_counter()
+    assert resolve_tracking_uri(f"http://127.0.0.1:{_unused_port()}") == local_tracking_uri()
+    assert time.perf_counter() - started < 5
+
+
+def test_silent_server_falls_back_within_the_probe_timeout() -> None:
+    server = _silent_server()
+    try:
+        started = time.perf_counter()
+        uri = resolve_tracking_uri(f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert uri == local_tracking_uri()
+        assert time.perf_counter() - started < 5
+    finally:
+        server.close()
+
+
+def test_non_http_uri_is_used_as_given() -> None:
+    assert resolve_tracking_uri("sqlite:///elsewhere.db") == "sqlite:///elsewhere.db"
+
+
+def test_tracker_disables_itself_after_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        calls = 0
+
+        def log_metrics(self, *args, **kwargs):
+            Broken.calls += 1
+            raise ConnectionError("server went away")
+
+    tracker = Tracker(Broken())
+    tracker.log_metrics({"loss": 1.0}, step=1)
+    tracker.log_metrics({"loss": 0.5}, step=2)
+    assert Broken.calls == 1
+    assert "tracking disabled" in caplog.text
+
+
+def test_unreachable_server_run_logs_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_unused_port()}")
+    started = time.perf_counter()
+    with tracked_run("test-experiment", "run") as tracker:
+        tracker.log_params({"lr": 0.1})
+        tracker.log_metrics({"val_accuracy": 0.5}, step=1)
+        run_id = tracker.run_id
+    assert run_id, "the run must land in the local store"
+    assert (tmp_path / "mlflow.db").exists()
+    assert time.perf_counter() - started < 60
+
+    import mlflow
+
+    mlflow.set_tracking_uri(local_tracking_uri())
+    run = mlflow.get_run(run_id)
+    assert run.data.params["lr"] == "0.1"
+    assert run.data.metrics["val_accuracy"] == 0.5

@@ -1,0 +1,108 @@
+"""The training stage: outputs, weights-only checkpoint, and resume after interruption."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import training.train as train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tiny prepared dataset where class is visible in the colour, so learning is checkable."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["preprocess"]["image_size"] = 16
+    params["model"]["width"] = 4
+    params["train"] |= {"epochs": 2, "batch_size": 16, "threads": 1}
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    rng = np.random.default_rng(0)
+    prepared = Path("data/prepared")
+    prepared.mkdir(parents=True)
+    for split, n in (("train", 64), ("val", 32), ("test", 32)):
+        labels = np.arange(n) % 2
+        images = rng.integers(0, 100, (n, 16, 16, 3), dtype=np.uint8)
+        images[labels == 1, :, :, 0] += 150  # dogs are red
+        np.save(prepared / f"{split}_images.npy", images)
+        np.save(prepared / f"{split}_labels.npy", labels.astype(np.int64))
+    Path("reports").mkdir()
+    Path("reports/data.json").write_text(json.dumps({"data_version": "test-version"}))
+    return tmp_path
+
+
+def _history() -> list[dict[str, str]]:
+    with Path("reports/train_history.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_training_writes_weights_only_best_model_history_and_metrics(workspace: Path) -> None:
+    train.main()
+    checkpoint = torch.load("models/best_model.pth", weights_only=True)
+    assert checkpoint["classes"] == ["cat", "dog"]
+    assert checkpoint["data_version"] == "test-version"
+    assert [row["epoch"] for row in _history()] == ["1", "2"]
+    summary = json.loads(Path("reports/train.json").read_text())
+    assert summary["best_val_accuracy"] == max(float(row["val_accuracy"]) for row in _history())
+    assert summary["images_per_second"] > 0
+    assert not Path("models/checkpoint.pth").exists(), "a finished run leaves no resume checkpoint"
+    assert Path("mlflow.db").exists()
+
+
+def test_interrupted_training_resumes_from_last_checkpoint(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_evaluate = train.evaluate_cached
+    calls = {"n": 0}
+
+    def evaluate_then_die(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate_cached", evaluate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train.main()
+    assert Path("models/checkpoint.pth").exists()
+    first_epoch = torch.load("models/checkpoint.pth", weights_only=False)["history"][0]
+
+    monkeypatch.setattr(train, "evaluate_cached", real_evaluate)
+    caplog.set_level("INFO")
+    train.main()
+    assert "resuming from models/checkpoint.pth at epoch 2" in caplog.text
+    history = _history()
+    assert len(history) == 2
+    assert float(history[0]["val_accuracy"]) == first_epoch["val_accuracy"]
+
+
+def test_checkpoint_from_other_params_is_not_resumed(workspace: Path, caplog: pytest.LogCaptureFixture) -> None:
+    Path("models").mkdir()
+    torch.save({"fingerprint": "someone-else"}, "models/checkpoint.pth")
+    caplog.set_level("INFO")
+    train.main()
+    assert "ignoring models/checkpoint.pth" in caplog.text
+    assert len(_history()) == 2
+
+
+def test_cuda_request_without_gpu_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train.pick_device("auto").type == "cpu"
+    with pytest.raises(RuntimeError, match="train.device: auto"):
+        train.pick_device("cuda")
+
+
+def test_prepared_data_missing_names_the_stage_to_run(workspace: Path) -> None:
+    shutil.rmtree("data/prepared")
+    with pytest.raises(FileNotFoundError, match="training.prepare"):
+        train.main()
