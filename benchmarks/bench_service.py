@@ -1,0 +1,344 @@
+"""Benchmark the real service against a PyTorch-eager baseline (a script, not a test).
+
+    .venv/bin/python benchmarks/bench_service.py [--model models/model.onnx] [--seconds 10]
+
+Starts `python -m service` (with the serve-only interpreter when .venv-serve exists,
+so RSS is what production sees), uploads real ~500x375 JPEGs (Kaggle photos from
+../shared/data/dogs-vs-cats-mini.zip, read in place and upscaled), and measures:
+p50/p99 at concurrency 1, throughput at concurrency 8, server RSS, and time from
+process start to /ready 200. The same run serves the same architecture with torch
+eager behind the same Starlette/uvicorn stack and prints both with ratios.
+
+Without models/model.onnx it exports training.model with random weights to a temp
+dir (latency does not depend on the weights). The load client is raw asyncio
+sockets with keep-alive so it steals as little of the 2 cores as possible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+MINI_ZIP = REPO.parent / "shared" / "data" / "dogs-vs-cats-mini.zip"
+BOUNDARY = b"benchboundary7d1f"
+
+
+# ---- inputs -----------------------------------------------------------------
+
+
+def make_jpegs(count: int, size: tuple[int, int] = (500, 375)) -> list[bytes]:
+    from PIL import Image
+
+    images: list[bytes] = []
+    if MINI_ZIP.exists():
+        with zipfile.ZipFile(MINI_ZIP) as archive:
+            names = sorted(n for n in archive.namelist() if n.lower().endswith(".jpg"))
+            for name in random.Random(0).sample(names, min(count, len(names))):
+                img = Image.open(io.BytesIO(archive.read(name))).convert("RGB").resize(size, Image.Resampling.BICUBIC)
+                buf = io.BytesIO()
+                img.save(buf, format="JPEG", quality=90)
+                images.append(buf.getvalue())
+    else:  # no dataset on this box: textured noise is the worst case for JPEG decoding
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        for _ in range(count):
+            pixels = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(pixels).resize(size, Image.Resampling.BICUBIC).save(buf, format="JPEG", quality=90)
+            images.append(buf.getvalue())
+    return images
+
+
+def multipart_request(port: int, jpeg: bytes) -> bytes:
+    body = (
+        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; filename="pet.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + jpeg + b"\r\n--" + BOUNDARY + b"--\r\n"
+    )
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY.decode()}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+def onnx_model(requested: Path | None, workdir: Path) -> tuple[Path, Path | None]:
+    """(model.onnx, best_model.pth or None) - exporting random weights when no model exists yet."""
+    pth = REPO / "models" / "best_model.pth"
+    if requested is not None:
+        return requested, pth if pth.exists() else None
+    bundled = REPO / "models" / "model.onnx"
+    if bundled.exists():
+        return bundled, pth if pth.exists() else None
+    import torch
+
+    from export.export import stamp_metadata, to_onnx
+    from service.metadata import ModelMetadata
+    from training.model import WithSoftmax, build_model
+    from training.params import load_params
+
+    params = load_params(REPO / "params.yaml")
+    torch.manual_seed(0)
+    net = build_model(len(params.data.classes), params.model.width, params.model.dropout).eval()
+    proto = to_onnx(WithSoftmax(net).eval(), params.preprocess.image_size, params.export.opset)
+    stamp_metadata(
+        proto,
+        ModelMetadata(params.data.classes, params.preprocess, "bench-random", "none", {}),
+    )
+    import onnx
+
+    path = workdir / "model.onnx"
+    onnx.save(proto, path)
+    torch.save(
+        {
+            "state_dict": net.state_dict(),
+            "classes": list(params.data.classes),
+            "width": params.model.width,
+            "dropout": params.model.dropout,
+        },
+        workdir / "best_model.pth",
+    )
+    return path, workdir / "best_model.pth"
+
+
+# ---- the torch-eager baseline server ----------------------------------------
+
+
+def serve_torch(model_onnx: Path, pth: Path | None, port: int) -> None:
+    """Same Starlette/uvicorn stack and preprocessing; inference by torch eager instead of ORT."""
+    import anyio
+    import onnxruntime as ort
+    import torch
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from service.metadata import ModelMetadata
+    from service.preprocessing import preprocess
+    from training.model import WithSoftmax, build_model
+    from training.params import load_params
+
+    torch.set_num_threads(1)  # same budget as the ORT service: 1 intra-op thread x 2 workers
+    meta = ModelMetadata.from_props(dict(ort.InferenceSession(str(model_onnx)).get_modelmeta().custom_metadata_map))
+    if pth is not None:
+        checkpoint = torch.load(pth, map_location="cpu", weights_only=True)
+        net = build_model(len(checkpoint["classes"]), checkpoint["width"], checkpoint["dropout"])
+        net.load_state_dict(checkpoint["state_dict"])
+    else:
+        params = load_params(REPO / "params.yaml")
+        net = build_model(len(meta.classes), params.model.width, params.model.dropout)
+    model = WithSoftmax(net).eval()
+    limiter = anyio.CapacityLimiter(2)
+
+    def infer(data: bytes) -> list[float]:
+        with torch.inference_mode():
+            return model(torch.from_numpy(preprocess(data, meta.preprocessing)))[0].tolist()
+
+    async def predict(request: Request) -> JSONResponse:
+        form = await request.form()
+        probs = await anyio.to_thread.run_sync(infer, await form["file"].read(), limiter=limiter)
+        best = max(range(len(probs)), key=probs.__getitem__)
+        return JSONResponse(
+            {
+                "predicted_class": meta.classes[best],
+                "confidence": probs[best],
+                "probabilities": dict(zip(meta.classes, probs, strict=True)),
+                "model_version": meta.model_version,
+            }
+        )
+
+    async def ready(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ready"})
+
+    infer(make_jpegs(1)[0])  # warm up, as the ORT service does before /ready
+    app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/ready", ready)])
+    uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+
+
+# ---- load client ------------------------------------------------------------
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    return status
+
+
+async def run_load(port: int, requests: list[bytes], concurrency: int, count: int) -> tuple[list[float], int, float]:
+    """`count` requests spread over `concurrency` keep-alive connections: (latencies s, errors, wall s)."""
+    latencies: list[float] = []
+    errors = 0
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal errors, next_index
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while next_index < count:
+            request = requests[next_index % len(requests)]
+            next_index += 1
+            start = time.perf_counter()
+            status = await _exchange(reader, writer, request)
+            latencies.append(time.perf_counter() - start)
+            errors += status != 200
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors, time.perf_counter() - start
+
+
+# ---- orchestration ----------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    ready_s: float
+    p50_ms: float
+    p99_ms: float
+    rps_c8: float
+    p50_c8_ms: float
+    p99_c8_ms: float
+    rss_mb: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, start: float, timeout: float = 120) -> float:
+    import http.client
+
+    while time.perf_counter() - start < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/ready")
+            if conn.getresponse().status == 200:
+                return time.perf_counter() - start
+        except OSError:
+            pass
+        time.sleep(0.005)
+    raise SystemExit("server not ready in time")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(
+    name: str, cmd: list[str], env: dict[str, str], port: int, jpegs: list[bytes], args: argparse.Namespace
+) -> Result:
+    requests = [multipart_request(port, j) for j in jpegs]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    try:
+        ready = wait_ready(proc, port, start)
+        asyncio.run(run_load(port, requests, 1, 50))  # warm-up
+        c1, e1, _ = asyncio.run(run_load(port, requests, 1, args.requests))
+        c8, e8, wall = asyncio.run(run_load(port, requests, 8, args.requests * 4))
+        q1, q8 = sorted(c1), sorted(c8)
+        return Result(
+            name=name,
+            ready_s=ready,
+            p50_ms=statistics.median(q1) * 1000,
+            p99_ms=q1[int(0.99 * (len(q1) - 1))] * 1000,
+            rps_c8=len(c8) / wall,
+            p50_c8_ms=statistics.median(q8) * 1000,
+            p99_c8_ms=q8[int(0.99 * (len(q8) - 1))] * 1000,
+            rss_mb=rss_mb(proc.pid),
+            errors=e1 + e8,
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def print_table(results: list[Result]) -> None:
+    rows = [
+        ("ready after start (s)", "ready_s", "{:.2f}", "<= 1", False),
+        ("p50 latency c=1 (ms)", "p50_ms", "{:.2f}", "<= 5", False),
+        ("p99 latency c=1 (ms)", "p99_ms", "{:.2f}", "", False),
+        ("throughput c=8 (req/s)", "rps_c8", "{:.0f}", ">= 300", True),
+        ("p50 latency c=8 (ms)", "p50_c8_ms", "{:.2f}", "", False),
+        ("p99 latency c=8 (ms)", "p99_c8_ms", "{:.2f}", "", False),
+        ("server RSS (MB)", "rss_mb", "{:.0f}", "<= 150", False),
+        ("non-200 responses", "errors", "{}", "0", False),
+    ]
+    names = [r.name for r in results]
+    header = f"{'metric':<24}" + "".join(f"{n:>16}" for n in names) + f"{'target':>10}"
+    if len(results) == 2:
+        header += f"{'ratio':>18}"
+    print(header)
+    print("-" * len(header))
+    for label, attr, fmt, target, higher_better in rows:
+        values = [getattr(r, attr) for r in results]
+        line = f"{label:<24}" + "".join(f"{fmt.format(v):>16}" for v in values) + f"{target:>10}"
+        if len(results) == 2 and attr != "errors" and values[0]:
+            better = values[0] / values[1] if higher_better else values[1] / values[0]
+            line += f"{better:>12.2f}x ORT"
+        print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="ONNX model (default models/model.onnx, else random export)")
+    parser.add_argument("--requests", type=int, default=400, help="requests at c=1 (4x that at c=8)")
+    parser.add_argument("--skip-torch", action="store_true", help="only the ONNX service")
+    parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the ONNX service")
+    parser.add_argument("--serve-torch", nargs=3, metavar=("ONNX", "PTH", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_torch:
+        onnx_path, pth, port = args.serve_torch
+        serve_torch(Path(onnx_path), Path(pth) if pth != "-" else None, int(port))
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model, pth = onnx_model(args.model, Path(tmp))
+        jpegs = make_jpegs(64)
+        print(f"model {model}; {len(jpegs)} JPEGs, mean {sum(map(len, jpegs)) / len(jpegs) / 1024:.0f} KiB, 500x375")
+        serve_python = REPO / ".venv-serve" / "bin" / "python"
+        python = str(serve_python) if serve_python.exists() else sys.executable
+        port = free_port()
+        env = {"PATH": os.environ.get("PATH", ""), "MODEL_PATH": str(model), "PORT": str(port), "LOG_LEVEL": "WARNING"}
+        env.update(kv.split("=", 1) for kv in args.env)
+        results = [measure("onnxruntime", [python, "-m", "service"], env, port, jpegs, args)]
+        if not args.skip_torch:
+            port = free_port()
+            cmd = [sys.executable, __file__, "--serve-torch", str(model), str(pth or "-"), str(port)]
+            env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)}
+            results.append(measure("torch eager", cmd, env, port, jpegs, args))
+        print_table(results)
+
+
+if __name__ == "__main__":
+    main()
