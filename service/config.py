@@ -30,8 +30,8 @@ class Settings:
     port: int = 8000
     max_upload_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = DEFAULT_MAX_PIXELS
-    # 2 cores: 2 requests compute while the rest wait their turn; past 16 waiting
-    # the queueing delay (~16 x 4 ms) is worse than an honest 503 (see docs/service.md).
+    # Measured on 2 cores (benchmarks/bench_service.py): ~85-110 req/s at c=8 with p99 100-170 ms;
+    # 16 admitted keeps the worst queueing delay near 200 ms, past that an honest 503 beats waiting.
     max_in_flight: int = 16
     max_batch_files: int = 32
     ort_intra_op_threads: int = 1

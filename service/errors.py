@@ -81,4 +81,3 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     detail = hint if exc.detail in (None, "", HTTPStatus(exc.status_code).phrase) else f"{exc.detail}; {hint}"
     mark_rejection(request, exc.status_code)
     return error_response(exc.status_code, code, detail, exc.headers)
-

@@ -71,14 +71,19 @@ class ModelHost:
                 self.metrics.reloads.labels(result="failure").inc()
                 log.error(
                     "model reload failed; still serving the previous model",
-                    extra={"path": str(path), "reason": str(exc),
-                           "model_version": previous.metadata.model_version if previous else None},
+                    extra={
+                        "path": str(path),
+                        "reason": str(exc),
+                        "model_version": previous.metadata.model_version if previous else None,
+                    },
                 )
                 raise
             self._install(model)  # one reference assignment: requests already running keep their model
             self.metrics.reloads.labels(result="success").inc()
-            log.info("model reloaded", extra=_describe(model) | {
-                "previous_version": previous.metadata.model_version if previous else None})
+            log.info(
+                "model reloaded",
+                extra=_describe(model) | {"previous_version": previous.metadata.model_version if previous else None},
+            )
             return model
 
     def _install(self, model: OnnxModel) -> None:

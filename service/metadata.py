@@ -39,9 +39,7 @@ class ModelMetadata:
     def from_props(cls, props: dict[str, str]) -> ModelMetadata:
         missing = [key for key in REQUIRED_KEYS if key not in props]
         if missing:
-            raise ValueError(
-                f"model metadata lacks {', '.join(missing)}; re-export the model with `dvc repro export`"
-            )
+            raise ValueError(f"model metadata lacks {', '.join(missing)}; re-export the model with `dvc repro export`")
         classes = tuple(json.loads(props["classes"]))
         if len(classes) < 2 or not all(isinstance(name, str) and name for name in classes):
             raise ValueError(f"model metadata has invalid classes: {props['classes']}")

@@ -17,40 +17,66 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "catsdogs_http_requests", "HTTP requests by route template, method and status.",
-            ["route", "method", "status"], registry=r,
+            "catsdogs_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.request_duration = Histogram(
-            "catsdogs_http_request_duration_seconds", "End-to-end request latency.",
-            ["route"], buckets=LATENCY_BUCKETS, registry=r,
+            "catsdogs_http_request_duration_seconds",
+            "End-to-end request latency.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.inference_duration = Histogram(
-            "catsdogs_inference_duration_seconds", "onnxruntime run time per model call (one call per batch).",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "catsdogs_inference_duration_seconds",
+            "onnxruntime run time per model call (one call per batch).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.in_flight = Gauge("catsdogs_http_requests_in_flight", "HTTP requests being served now.", registry=r)
         self.rejections = Counter(
-            "catsdogs_rejections", "Requests or batch items refused, by reason.", ["reason"], registry=r,
+            "catsdogs_rejections",
+            "Requests or batch items refused, by reason.",
+            ["reason"],
+            registry=r,
         )
         self.predictions = Counter(
-            "catsdogs_predictions", "Predictions made, by predicted class.", ["predicted_class"], registry=r,
+            "catsdogs_predictions",
+            "Predictions made, by predicted class.",
+            ["predicted_class"],
+            registry=r,
         )
         self.confidence = Histogram(
-            "catsdogs_prediction_confidence", "Probability of the predicted class.",
-            buckets=CONFIDENCE_BUCKETS, registry=r,
+            "catsdogs_prediction_confidence",
+            "Probability of the predicted class.",
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
         )
         self.image_bytes = Histogram(
-            "catsdogs_input_image_bytes", "Size of uploaded images in bytes.", buckets=BYTES_BUCKETS, registry=r,
+            "catsdogs_input_image_bytes",
+            "Size of uploaded images in bytes.",
+            buckets=BYTES_BUCKETS,
+            registry=r,
         )
         self.image_pixels = Histogram(
-            "catsdogs_input_image_pixels", "Width x height of decoded uploads.", buckets=PIXEL_BUCKETS, registry=r,
+            "catsdogs_input_image_pixels",
+            "Width x height of decoded uploads.",
+            buckets=PIXEL_BUCKETS,
+            registry=r,
         )
         self.model_info = Gauge(
-            "catsdogs_model_info", "The model being served (value is always 1).",
-            ["model_version", "data_version"], registry=r,
+            "catsdogs_model_info",
+            "The model being served (value is always 1).",
+            ["model_version", "data_version"],
+            registry=r,
         )
         self.reloads = Counter(
-            "catsdogs_model_reloads", "Model reload attempts by result.", ["result"], registry=r,
+            "catsdogs_model_reloads",
+            "Model reload attempts by result.",
+            ["result"],
+            registry=r,
         )
         for result in ("success", "failure"):
             self.reloads.labels(result=result)

@@ -51,7 +51,9 @@ class OnnxModel:
         if self.batch_limit is None or len(batch) == self.batch_limit:
             return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
         step = self.batch_limit
-        parts = [self.session.run([OUTPUT_NAME], {INPUT_NAME: batch[i : i + step]})[0] for i in range(0, len(batch), step)]
+        parts = [
+            self.session.run([OUTPUT_NAME], {INPUT_NAME: batch[i : i + step]})[0] for i in range(0, len(batch), step)
+        ]
         return np.concatenate(parts)
 
 

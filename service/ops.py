@@ -49,6 +49,10 @@ async def admin_reload(request: Request) -> Response:
             422, "reload_failed", f"{exc}; still serving model_version {host.model.metadata.model_version}"
         )
     return JSONResponse(
-        {"result": "success", "model_version": model.metadata.model_version, "previous_version": previous,
-         "sha256": model.sha256}
+        {
+            "result": "success",
+            "model_version": model.metadata.model_version,
+            "previous_version": previous,
+            "sha256": model.sha256,
+        }
     )

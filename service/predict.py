@@ -13,7 +13,6 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from service.config import Settings
 from service.errors import REJECTION_REASONS, ApiError, error_body
@@ -130,8 +129,13 @@ async def model_info(request: Request) -> JSONResponse:
             "classes": list(meta.classes),
             "input": {"name": "image", "datatype": "FP32", "shape": [-1, 3, size, size]},
             "image_size": size,
-            "preprocessing": {"image_size": size, "mean": list(meta.preprocessing.mean),
-                              "std": list(meta.preprocessing.std), "resize": "squash-bilinear", "scale": "1/255"},
+            "preprocessing": {
+                "image_size": size,
+                "mean": list(meta.preprocessing.mean),
+                "std": list(meta.preprocessing.std),
+                "resize": "squash-bilinear",
+                "scale": "1/255",
+            },
             "export_metrics": meta.metrics,
             "evaluation": model.evaluation,
             "sha256": model.sha256,
@@ -173,7 +177,9 @@ async def _read_single(request: Request) -> Upload:
         form = await request.form(max_files=1, max_fields=16)
         field = form.get("file")
         if field is None:
-            raise ApiError(400, "missing_field", f"no 'file' field in the form (got {sorted(form.keys())}); {RAW_TYPES_HINT}")
+            raise ApiError(
+                400, "missing_field", f"no 'file' field in the form (got {sorted(form.keys())}); {RAW_TYPES_HINT}"
+            )
         if not isinstance(field, UploadFile):
             raise ApiError(400, "missing_field", f"field 'file' is text, not a file upload; {RAW_TYPES_HINT}")
         upload = Upload(await field.read(), field.filename)
@@ -181,7 +187,9 @@ async def _read_single(request: Request) -> Upload:
     elif media.startswith("image/") or media == "application/octet-stream":
         upload = Upload(await request.body(), None)
     else:
-        raise ApiError(415, "unsupported_media", f"Content-Type {media or '(none)'!r} is not accepted; {RAW_TYPES_HINT}")
+        raise ApiError(
+            415, "unsupported_media", f"Content-Type {media or '(none)'!r} is not accepted; {RAW_TYPES_HINT}"
+        )
     if not upload.data:
         raise ApiError(400, "empty_file", "the upload is empty; send a JPEG, PNG, GIF, BMP or WebP image")
     return upload

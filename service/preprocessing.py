@@ -70,9 +70,7 @@ class PreprocessSpec:
         return spec
 
 
-def decode_image(
-    data: bytes, *, draft_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> Image.Image:
+def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode bytes into an upright 8-bit RGB image, or raise ImageError.
 
     Handles grayscale, CMYK, palette, alpha, 16-bit and EXIF-rotated inputs and

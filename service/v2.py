@@ -50,7 +50,9 @@ def _model_for(request: Request) -> OnnxModel | Response:
     wanted = request.path_params.get("version")
     if wanted is not None and wanted != model.metadata.model_version:
         return error_response(
-            404, "version_not_found", f"version {wanted!r} is not loaded; the live version is {model.metadata.model_version!r}"
+            404,
+            "version_not_found",
+            f"version {wanted!r} is not loaded; the live version is {model.metadata.model_version!r}",
         )
     return model
 
@@ -141,7 +143,9 @@ def _input_tensor(payload: dict[str, Any], size: int, max_batch: int) -> np.ndar
         or shape[1:] != [3, size, size]
         or not 1 <= shape[0] <= max_batch
     ):
-        raise ApiError(400, "invalid_shape", f"shape {shape!r} is not [N,3,{size},{size}] with 1 <= N <= {max_batch}; {hint}")
+        raise ApiError(
+            400, "invalid_shape", f"shape {shape!r} is not [N,3,{size},{size}] with 1 <= N <= {max_batch}; {hint}"
+        )
     if "data" not in tensor:
         raise ApiError(400, "missing_data", f"input {INPUT_NAME!r} has no 'data'; {hint}")
     try:
@@ -149,7 +153,9 @@ def _input_tensor(payload: dict[str, Any], size: int, max_batch: int) -> np.ndar
     except (TypeError, ValueError) as exc:
         raise ApiError(400, "invalid_data", f"'data' must hold numbers only, flat or nested ({exc})") from exc
     if array.size != int(np.prod(shape)):
-        raise ApiError(400, "invalid_shape", f"'data' holds {array.size} values but shape {shape} needs {int(np.prod(shape))}")
+        raise ApiError(
+            400, "invalid_shape", f"'data' holds {array.size} values but shape {shape} needs {int(np.prod(shape))}"
+        )
     if not np.all(np.isfinite(array)):
         raise ApiError(400, "invalid_data", "'data' contains NaN or infinity; send finite normalised pixel values")
     return np.ascontiguousarray(array.reshape(shape))
@@ -159,7 +165,11 @@ def _check_outputs(payload: dict[str, Any]) -> None:
     wanted = payload.get("outputs")
     if wanted is None:
         return
-    names = [o.get("name") for o in wanted] if isinstance(wanted, list) and all(isinstance(o, dict) for o in wanted) else None
+    names = (
+        [o.get("name") for o in wanted]
+        if isinstance(wanted, list) and all(isinstance(o, dict) for o in wanted)
+        else None
+    )
     if names is None or any(name != OUTPUT_NAME for name in names):
         raise ApiError(400, "unknown_output", f"requested outputs {names!r}; this model only has {OUTPUT_NAME!r}")
 
