@@ -83,8 +83,13 @@ def build_model(
     return path
 
 
-def image_bytes(color: tuple[int, ...] = RED, size: tuple[int, int] = (120, 90), fmt: str = "JPEG",
-                mode: str = "RGB", **save: object) -> bytes:
+def image_bytes(
+    color: tuple[int, ...] = RED,
+    size: tuple[int, int] = (120, 90),
+    fmt: str = "JPEG",
+    mode: str = "RGB",
+    **save: object,
+) -> bytes:
     buf = io.BytesIO()
     Image.new(mode, size, color).save(buf, format=fmt, **save)
     return buf.getvalue()
@@ -147,8 +152,7 @@ def start_server(python: str, model_path: Path, tmp_path: Path, **env: str) -> S
         **env,
     }
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen([python, "-m", "service"], cwd=REPO, env=full_env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([python, "-m", "service"], cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(proc, f"http://127.0.0.1:{port}", log_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from tests.service.conftest import RED, image_bytes
+from tests.service.conftest import image_bytes
 
 
 def assert_error(response, status: int, code: str | None = None) -> dict:  # type: ignore[no-untyped-def]
@@ -34,6 +34,7 @@ def noisy_jpeg(size: tuple[int, int] = (500, 375)) -> bytes:
 
 def png_header_bomb(width: int, height: int) -> bytes:
     """A valid 1-bit PNG of width x height that compresses to ~100 KB; built row by row, never in memory."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -63,8 +64,9 @@ def test_text_field_instead_of_file_is_400(client: TestClient) -> None:
 
 
 def test_text_renamed_jpg_is_415(client: TestClient) -> None:
-    assert_error(client.post("/predict", files={"file": ("cat.jpg", b"hello, I am text", "image/jpeg")}), 415,
-                 "not_an_image")
+    assert_error(
+        client.post("/predict", files={"file": ("cat.jpg", b"hello, I am text", "image/jpeg")}), 415, "not_an_image"
+    )
 
 
 def test_not_an_image_raw_body_is_415(client: TestClient) -> None:
@@ -88,8 +90,7 @@ def test_corrupt_png_body_is_422(client: TestClient) -> None:
 
 
 def test_malformed_multipart_is_400(client: TestClient) -> None:
-    response = client.post("/predict", content=b"--nope\r\ngarbage",
-                           headers={"content-type": "multipart/form-data"})
+    response = client.post("/predict", content=b"--nope\r\ngarbage", headers={"content-type": "multipart/form-data"})
     assert_error(response, 400)
 
 
@@ -120,11 +121,16 @@ def test_upload_over_content_length_limit_is_413(model_path) -> None:  # type: i
     from tests.service.conftest import make_settings
 
     with TestClient(create_app(make_settings(model_path, max_upload_bytes=1000))) as small:
-        body = assert_error(small.post("/predict", content=b"x" * 1001, headers={"content-type": "image/jpeg"}),
-                            413, "payload_too_large")
+        body = assert_error(
+            small.post("/predict", content=b"x" * 1001, headers={"content-type": "image/jpeg"}),
+            413,
+            "payload_too_large",
+        )
         assert "MAX_UPLOAD_BYTES" in body["detail"]
-        assert small.post("/predict", content=image_bytes(size=(8, 8)),
-                          headers={"content-type": "image/jpeg"}).status_code == 200
+        assert (
+            small.post("/predict", content=image_bytes(size=(8, 8)), headers={"content-type": "image/jpeg"}).status_code
+            == 200
+        )
 
 
 def test_batch_without_files_is_400(client: TestClient) -> None:

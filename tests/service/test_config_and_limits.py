@@ -22,19 +22,36 @@ def test_defaults_serve_the_bundled_model_on_localhost() -> None:
 
 def test_every_variable_is_read() -> None:
     env = {
-        "MODEL_PATH": "/m/x.onnx", "HOST": "0.0.0.0", "PORT": "9000", "MAX_UPLOAD_BYTES": "2048",
-        "MAX_IMAGE_PIXELS": "1_000_000", "MAX_IN_FLIGHT": "3", "MAX_BATCH_FILES": "5",
-        "ORT_INTRA_OP_THREADS": "2", "ORT_INTER_OP_THREADS": "1", "LOG_LEVEL": "debug",
-        "ADMIN_TOKEN": "t", "MODEL_NAME": "pets",
+        "MODEL_PATH": "/m/x.onnx",
+        "HOST": "0.0.0.0",
+        "PORT": "9000",
+        "MAX_UPLOAD_BYTES": "2048",
+        "MAX_IMAGE_PIXELS": "1_000_000",
+        "MAX_IN_FLIGHT": "3",
+        "MAX_BATCH_FILES": "5",
+        "ORT_INTRA_OP_THREADS": "2",
+        "ORT_INTER_OP_THREADS": "1",
+        "LOG_LEVEL": "debug",
+        "ADMIN_TOKEN": "t",
+        "MODEL_NAME": "pets",
     }
     s = Settings.from_env(env)
     assert s == Settings(Path("/m/x.onnx"), "0.0.0.0", 9000, 2048, 1_000_000, 3, 5, 2, 1, "DEBUG", "t", "pets")
 
 
-@pytest.mark.parametrize("name,value", [
-    ("PORT", "eighty"), ("PORT", "70000"), ("MAX_UPLOAD_BYTES", "0"), ("MAX_IN_FLIGHT", "-1"),
-    ("ORT_INTRA_OP_THREADS", "1.5"), ("LOG_LEVEL", "loud"), ("MODEL_NAME", "a/b"), ("MAX_IMAGE_PIXELS", "x"),
-])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("PORT", "eighty"),
+        ("PORT", "70000"),
+        ("MAX_UPLOAD_BYTES", "0"),
+        ("MAX_IN_FLIGHT", "-1"),
+        ("ORT_INTRA_OP_THREADS", "1.5"),
+        ("LOG_LEVEL", "loud"),
+        ("MODEL_NAME", "a/b"),
+        ("MAX_IMAGE_PIXELS", "x"),
+    ],
+)
 def test_invalid_values_name_the_variable_and_the_fix(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({name: value})

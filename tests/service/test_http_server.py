@@ -45,8 +45,9 @@ def metric(server: Server, name: str) -> float:
 
 
 def test_predict_over_real_http_and_json_log_line(server: Server) -> None:
-    response = httpx.post(f"{server.url}/predict", files={"file": ("a.jpg", image_bytes(BLUE))},
-                          headers={"X-Request-ID": "http-rid-1"})
+    response = httpx.post(
+        f"{server.url}/predict", files={"file": ("a.jpg", image_bytes(BLUE))}, headers={"X-Request-ID": "http-rid-1"}
+    )
     assert response.status_code == 200
     assert response.json()["predicted_class"] == "dog"
     assert response.headers["x-request-id"] == "http-rid-1"
@@ -54,13 +55,14 @@ def test_predict_over_real_http_and_json_log_line(server: Server) -> None:
     line = server.wait_for_log(lambda e: e.get("request_id") == "http-rid-1")
     assert line["route"] == "/predict" and line["status"] == 200 and line["predicted_class"] == "dog"
     for entry in server.log_lines():  # every stdout line parsed as JSON; uvicorn's access log is off
-        assert "HTTP/1.1\" 200" not in entry.get("message", "")
+        assert 'HTTP/1.1" 200' not in entry.get("message", "")
 
 
 def test_content_length_over_limit_is_413_before_the_body_is_sent(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
-        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
-                     b"Content-Length: 20000000\r\n\r\n")  # announce 20 MB, send none of it
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 20000000\r\n\r\n"
+        )  # announce 20 MB, send none of it
         head = read_response(sock)
     assert head.startswith("HTTP/1.1 413")
     assert '"payload_too_large"' in head
@@ -73,8 +75,9 @@ def test_chunked_upload_is_cut_off_with_413_once_past_the_limit(server: Server) 
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)  # little slack on our side
         sock.connect(("127.0.0.1", port))
-        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         try:
             while sent < 40 * 1024 * 1024:  # would be 40 MB; the limit is 10 MB
                 sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
@@ -109,8 +112,11 @@ def test_over_the_in_flight_bound_answers_503_with_retry_after(model_path: Path,
     srv = start_server(sys.executable, model_path, tmp_path, MAX_IN_FLIGHT="1", MAX_BATCH_FILES="64")
     try:
         results: dict[str, httpx.Response] = {}
-        slow = threading.Thread(target=lambda: results.update(
-            batch=httpx.post(f"{srv.url}/predict/batch", files=slow_batch(16), timeout=60)))
+        slow = threading.Thread(
+            target=lambda: results.update(
+                batch=httpx.post(f"{srv.url}/predict/batch", files=slow_batch(16), timeout=60)
+            )
+        )
         slow.start()
         deadline = time.monotonic() + 10
         while metric(srv, "catsdogs_http_requests_in_flight") < 2:  # the batch + this /metrics call
@@ -132,8 +138,9 @@ def test_over_the_in_flight_bound_answers_503_with_retry_after(model_path: Path,
 def test_sigterm_lets_the_in_flight_request_finish(model_path: Path, tmp_path: Path) -> None:
     srv = start_server(sys.executable, model_path, tmp_path, MAX_BATCH_FILES="64")
     results: dict[str, httpx.Response] = {}
-    slow = threading.Thread(target=lambda: results.update(
-        batch=httpx.post(f"{srv.url}/predict/batch", files=slow_batch(16), timeout=60)))
+    slow = threading.Thread(
+        target=lambda: results.update(batch=httpx.post(f"{srv.url}/predict/batch", files=slow_batch(16), timeout=60))
+    )
     slow.start()
     deadline = time.monotonic() + 10
     while metric(srv, "catsdogs_http_requests_in_flight") < 2:  # the batch + this /metrics call
@@ -186,8 +193,12 @@ def test_admin_reload_needs_the_token_and_validates_before_swapping(server: Serv
     _swap_model(model_path, version="v3")
     ok = httpx.post(url, headers=auth)
     assert ok.status_code == 200
-    assert ok.json() | {"sha256": None} == {"result": "success", "model_version": "v3", "previous_version": "v1",
-                                            "sha256": None}
+    assert ok.json() | {"sha256": None} == {
+        "result": "success",
+        "model_version": "v3",
+        "previous_version": "v1",
+        "sha256": None,
+    }
 
     _swap_model(model_path, version="v4", softmax=False)  # logits, not probabilities: must be refused
     bad = httpx.post(url, headers=auth)
@@ -212,8 +223,14 @@ def test_bad_configuration_exits_with_a_message_naming_the_variable(model_path: 
 
     from tests.service.conftest import REPO
 
-    result = subprocess.run([sys.executable, "-m", "service"], cwd=REPO, capture_output=True, text=True,
-                            env={"MODEL_PATH": str(model_path), "PORT": "not-a-port"}, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "service"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"MODEL_PATH": str(model_path), "PORT": "not-a-port"},
+        timeout=30,
+    )
     assert result.returncode == 2
     assert "PORT" in result.stderr and "whole number" in result.stderr
 
@@ -223,8 +240,14 @@ def test_missing_model_exits_non_zero_with_a_json_error_line(tmp_path: Path) -> 
 
     from tests.service.conftest import REPO, free_port
 
-    result = subprocess.run([sys.executable, "-m", "service"], cwd=REPO, capture_output=True, text=True,
-                            env={"MODEL_PATH": str(tmp_path / "nope.onnx"), "PORT": str(free_port())}, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "service"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"MODEL_PATH": str(tmp_path / "nope.onnx"), "PORT": str(free_port())},
+        timeout=30,
+    )
     assert result.returncode != 0
     critical = [json.loads(line) for line in result.stdout.splitlines() if '"critical"' in line]
     assert critical and "MODEL_PATH" in critical[0]["message"]

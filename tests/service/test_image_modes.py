@@ -79,11 +79,14 @@ def _half_red_half_blue(width: int = 80, height: int = 40) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-@pytest.mark.parametrize("orientation,stored_transpose", [
-    (3, Image.Transpose.ROTATE_180),
-    (6, Image.Transpose.ROTATE_90),  # displayed after a 270-degree turn
-    (8, Image.Transpose.ROTATE_270),
-])
+@pytest.mark.parametrize(
+    "orientation,stored_transpose",
+    [
+        (3, Image.Transpose.ROTATE_180),
+        (6, Image.Transpose.ROTATE_90),  # displayed after a 270-degree turn
+        (8, Image.Transpose.ROTATE_270),
+    ],
+)
 def test_exif_rotated_image_gives_the_same_pixels_as_the_upright_one(orientation: int, stored_transpose) -> None:  # type: ignore[no-untyped-def]
     upright = _half_red_half_blue()
     stored = upright.transpose(stored_transpose)

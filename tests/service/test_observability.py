@@ -73,7 +73,9 @@ def test_each_app_has_its_own_registry(model_path, client: TestClient) -> None: 
     assert ("catsdogs_predictions_total", (("predicted_class", "cat"),)) not in fresh
 
 
-def test_one_json_access_line_per_request_without_image_bytes(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+def test_one_json_access_line_per_request_without_image_bytes(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
     data = image_bytes(RED, size=(77, 33))
     with caplog.at_level(logging.INFO, logger="catsdogs.access"):
         client.post("/predict", files={"file": ("a.jpg", data)}, headers={"X-Request-ID": "trace-42"})
@@ -90,7 +92,9 @@ def test_one_json_access_line_per_request_without_image_bytes(client: TestClient
     assert data.hex()[:40] not in line and "\\xff\\xd8" not in line
 
 
-def test_access_line_for_a_rejected_request_carries_the_status(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+def test_access_line_for_a_rejected_request_carries_the_status(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, logger="catsdogs.access"):
         client.post("/predict", files={"file": ("a.jpg", b"nope")})
     (record,) = [r for r in caplog.records if r.name == "catsdogs.access"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.service.conftest import REPO, RED, image_bytes, start_server, stop_server
+from tests.service.conftest import RED, REPO, image_bytes, start_server, stop_server
 
 SERVE_PYTHON = Path(os.environ.get("SERVE_PYTHON", REPO / ".venv-serve" / "bin" / "python"))
 
@@ -50,9 +50,16 @@ def test_service_starts_and_predicts_without_torch(model_path: Path, tmp_path: P
         assert response.json()["predicted_class"] == "cat"
         assert httpx.get(f"{server.url}/docs/static/swagger-ui.css").status_code == 200
         loaded = subprocess.run(
-            [serve_python(), "-c", "import sys, service.app; service.app.create_app; "
-             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'training', 'export')))"],
-            cwd=REPO, capture_output=True, text=True, check=True,
+            [
+                serve_python(),
+                "-c",
+                "import sys, service.app; service.app.create_app; "
+                "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'training', 'export')))",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert loaded.stdout.strip() == "[]"
     finally:

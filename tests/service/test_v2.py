@@ -66,19 +66,22 @@ def test_unknown_model_name_is_404_with_error_key(client: TestClient) -> None:
         assert response.json()["error"] == "model_not_found"
 
 
-@pytest.mark.parametrize("mutate,code", [
-    (lambda r: r["inputs"][0].update(shape=[1, 3, 16, 16]), "invalid_shape"),
-    (lambda r: r["inputs"][0].update(shape=[1, 3, 32]), "invalid_shape"),
-    (lambda r: r["inputs"][0].update(shape=[0, 3, 32, 32]), "invalid_shape"),
-    (lambda r: r["inputs"][0].update(data=r["inputs"][0]["data"][:-1]), "invalid_shape"),
-    (lambda r: r["inputs"][0].update(datatype="INT64"), "invalid_datatype"),
-    (lambda r: r["inputs"][0].update(name="pixels"), "unknown_input"),
-    (lambda r: r["inputs"][0].update(data=["a"] * (3 * 32 * 32)), "invalid_data"),
-    (lambda r: r["inputs"][0].pop("data"), "missing_data"),
-    (lambda r: r.update(inputs=[]), "invalid_inputs"),
-    (lambda r: r.pop("inputs"), "invalid_request"),
-    (lambda r: r.update(outputs=[{"name": "logits"}]), "unknown_output"),
-])
+@pytest.mark.parametrize(
+    "mutate,code",
+    [
+        (lambda r: r["inputs"][0].update(shape=[1, 3, 16, 16]), "invalid_shape"),
+        (lambda r: r["inputs"][0].update(shape=[1, 3, 32]), "invalid_shape"),
+        (lambda r: r["inputs"][0].update(shape=[0, 3, 32, 32]), "invalid_shape"),
+        (lambda r: r["inputs"][0].update(data=r["inputs"][0]["data"][:-1]), "invalid_shape"),
+        (lambda r: r["inputs"][0].update(datatype="INT64"), "invalid_datatype"),
+        (lambda r: r["inputs"][0].update(name="pixels"), "unknown_input"),
+        (lambda r: r["inputs"][0].update(data=["a"] * (3 * 32 * 32)), "invalid_data"),
+        (lambda r: r["inputs"][0].pop("data"), "missing_data"),
+        (lambda r: r.update(inputs=[]), "invalid_inputs"),
+        (lambda r: r.pop("inputs"), "invalid_request"),
+        (lambda r: r.update(outputs=[{"name": "logits"}]), "unknown_output"),
+    ],
+)
 def test_bad_tensors_are_400(client: TestClient, mutate, code: str) -> None:  # type: ignore[no-untyped-def]
     request = infer_request(tensor([RED]))
     mutate(request)
@@ -88,7 +91,9 @@ def test_bad_tensors_are_400(client: TestClient, mutate, code: str) -> None:  # 
 
 
 def test_non_json_infer_body_is_400(client: TestClient) -> None:
-    response = client.post("/v2/models/cats-dogs/infer", content=b"{not json", headers={"content-type": "application/json"})
+    response = client.post(
+        "/v2/models/cats-dogs/infer", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400 and response.json()["error"] == "invalid_json"
 
 
