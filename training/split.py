@@ -36,9 +36,14 @@ class SplitRow:
     split: str
 
 
-def rank_key(seed: int, sha256: str) -> str:
-    """Keyed hash: a fixed pseudo-random order per seed, independent of input order and file names."""
-    return hashlib.blake2b(sha256.encode(), key=str(seed).encode(), digest_size=16).hexdigest()
+def rank_key(seed: int, sha256: str, purpose: str) -> str:
+    """Keyed hash: a fixed pseudo-random order per seed, independent of input order and file names.
+
+    `purpose` gives independent orders for choosing splits and for row order, so a
+    split's first rows are not the ones nearest its per-class rank boundary.
+    """
+    key = f"{seed}:{purpose}".encode()
+    return hashlib.blake2b(sha256.encode(), key=key, digest_size=16).hexdigest()
 
 
 def split_sizes(n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
@@ -64,7 +69,8 @@ def assign_splits(rows: Sequence[dict[str, str]], params: SplitParams, classes: 
         raise ValueError(f"manifest labels {sorted(unknown)} are not in data.classes {list(classes)}; re-run ingest")
     assigned: list[SplitRow] = []
     for cls in classes:
-        members = sorted((r for r in rows if r["label"] == cls), key=lambda r: rank_key(params.seed, r["sha256"]))
+        members = [r for r in rows if r["label"] == cls]
+        members.sort(key=lambda r: rank_key(params.seed, r["sha256"], "assign"))
         sizes = split_sizes(len(members), params.val_fraction, params.test_fraction)
         # Test takes the first ranks, then val: changing val_fraction never moves a test image.
         start = 0
@@ -72,7 +78,7 @@ def assign_splits(rows: Sequence[dict[str, str]], params: SplitParams, classes: 
             stop = start + sizes[split]
             assigned += [SplitRow(r["path"], r["label"], r["sha256"], split) for r in members[start:stop]]
             start = stop
-    assigned.sort(key=lambda row: (SPLITS.index(row.split), rank_key(params.seed, row.sha256)))
+    assigned.sort(key=lambda row: (SPLITS.index(row.split), rank_key(params.seed, row.sha256, "order")))
     _assert_no_leakage(assigned)
     return assigned
 

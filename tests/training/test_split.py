@@ -1,4 +1,5 @@
 import hashlib
+import itertools
 import json
 
 import pytest
@@ -97,11 +98,19 @@ def test_unknown_label_is_refused():
         assign_splits(rows, PARAMS, CLASSES)
 
 
-def test_rows_are_grouped_by_split_with_classes_interleaved():
+def test_rows_are_grouped_by_split():
     rows = assign_splits(manifest_rows(100, 100), PARAMS, CLASSES)
     assert [r.split for r in rows] == sorted((r.split for r in rows), key=("train", "val", "test").index)
-    # A prefix (train.max_train_images) holds both classes, not 20 cats.
-    assert {r.label for r in rows[:20]} == {"cat", "dog"}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_classes_interleave_from_the_first_row_of_each_split(seed):
+    # A prefix (train.max_train_images, export's parity images) must be a mixed sample,
+    # not a long run of one class from where the per-class split boundaries fall.
+    rows = assign_splits(manifest_rows(2000, 2000), SplitParams(seed, 0.1, 0.2), CLASSES)
+    for split in ("train", "val", "test"):
+        first = [r.label for r in rows if r.split == split][:100]
+        assert max(len(list(run)) for _, run in itertools.groupby(first)) < 20, (split, first)
 
 
 def test_split_files_are_identical_for_reordered_archives(tmp_path):
