@@ -61,9 +61,7 @@ def stamp_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> None:
         proto.metadata_props.add(key=key, value=value)
 
 
-def export_model(
-    best_model: Path, dest: Path, report_path: Path, opset: int, parity_images: int, atol: float
-) -> dict:
+def export_model(best_model: Path, dest: Path, report_path: Path, opset: int, parity_images: int, atol: float) -> dict:
     model, checkpoint = load_checkpoint(best_model)
     spec = PreprocessSpec.from_json(checkpoint["preprocessing"])
     proto = to_onnx(model, spec.image_size, opset)
@@ -107,10 +105,16 @@ def main() -> None:
     if not report["passed"]:
         log.error(
             "parity gate FAILED: %d class mismatches, max |diff| %.2e > %.0e (worst: %s). %s left unchanged.",
-            report["class_mismatches"], report["max_abs_diff"], report["atol"], report["worst_image"], ONNX_MODEL,
+            report["class_mismatches"],
+            report["max_abs_diff"],
+            report["atol"],
+            report["worst_image"],
+            ONNX_MODEL,
         )
         sys.exit(1)
-    log.info("parity passed on %d images (max |diff| %.2e); wrote %s", report["images"], report["max_abs_diff"], ONNX_MODEL)
+    log.info(
+        "parity passed on %d images (max |diff| %.2e); wrote %s", report["images"], report["max_abs_diff"], ONNX_MODEL
+    )
 
 
 if __name__ == "__main__":

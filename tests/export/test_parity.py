@@ -99,11 +99,21 @@ def test_export_stage_with_broken_normalisation_fails_and_keeps_previous_model(
     Path("split.csv").write_text(
         "path,label,sha256,split\n" + "".join(f"{name},cat,{i:064x},val\n" for i, (name, _) in enumerate(real_images))
     )
-    monkeypatch.setattr("export.export.split_images", lambda split, limit: split_images(
-        split, limit, images_zip=Path("images.zip"), split_csv=Path("split.csv")))
+    monkeypatch.setattr(
+        "export.export.split_images",
+        lambda split, limit: split_images(split, limit, images_zip=Path("images.zip"), split_csv=Path("split.csv")),
+    )
     torch.save(
-        {"state_dict": model.net.state_dict(), "classes": ["cat", "dog"], "width": 8, "dropout": 0.1,
-         "preprocessing": SPEC.to_json(), "epoch": 1, "val_accuracy": 0.5, "data_version": "d"},
+        {
+            "state_dict": model.net.state_dict(),
+            "classes": ["cat", "dog"],
+            "width": 8,
+            "dropout": 0.1,
+            "preprocessing": SPEC.to_json(),
+            "epoch": 1,
+            "val_accuracy": 0.5,
+            "data_version": "d",
+        },
         "best.pth",
     )
     previous = Path("model.onnx")

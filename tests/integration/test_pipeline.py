@@ -136,7 +136,11 @@ def test_repro_on_unchanged_workspace_does_nothing(pipeline: Path) -> None:
 def test_training_param_change_reruns_only_train_export_evaluate(pipeline: Path) -> None:
     _set_params(pipeline / "params.yaml", {"train": {"epochs": 1}})
     out = _run([sys.executable, "-m", "dvc", "repro"], pipeline)
-    ran = {stage for stage in ("ingest", "split", "prepare", "train", "export", "evaluate") if f"Running stage '{stage}'" in out}
+    ran = {
+        stage
+        for stage in ("ingest", "split", "prepare", "train", "export", "evaluate")
+        if f"Running stage '{stage}'" in out
+    }
     assert ran == {"train", "export", "evaluate"}, out
 
 
