@@ -28,8 +28,9 @@ class Response:
         return json.loads(self.body.decode("utf-8"))
 
 
-def request(method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None,
-            timeout: float = 10.0) -> Response:
+def request(
+    method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> Response:
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     start = time.perf_counter()
     try:

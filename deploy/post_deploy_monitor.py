@@ -96,12 +96,18 @@ def evaluate(url: str, items: list[tuple[Path, str]], *, concurrency: int, timeo
         "confusion": {truth: dict(row) for truth, row in sorted(confusion.items())},
         "mean_confidence": (sum(r["confidence"] for r in answered) / len(answered)) if answered else None,
         "latency_ms": {
-            name: round(value, 2) for name, value in (
-                ("p50", percentile(latencies, 50)), ("p90", percentile(latencies, 90)),
-                ("p95", percentile(latencies, 95)), ("p99", percentile(latencies, 99)),
-                ("max", max(latencies)), ("mean", sum(latencies) / len(latencies)),
+            name: round(value, 2)
+            for name, value in (
+                ("p50", percentile(latencies, 50)),
+                ("p90", percentile(latencies, 90)),
+                ("p95", percentile(latencies, 95)),
+                ("p99", percentile(latencies, 99)),
+                ("max", max(latencies)),
+                ("mean", sum(latencies) / len(latencies)),
             )
-        } if latencies else None,
+        }
+        if latencies
+        else None,
         "throughput_rps": round(len(records) / wall, 2) if wall > 0 else None,
         "model_versions": sorted({str(r.get("model_version")) for r in answered}),
         "error_samples": [{k: r[k] for k in ("file", "status", "error")} for r in records if "error" in r][:10],
@@ -165,14 +171,16 @@ def main(argv: list[str] | None = None) -> int:
         step = len(items) / args.limit
         items = [items[int(i * step)] for i in range(args.limit)]
     if not items:
-        print(f"error: no labelled images under {args.images} (want class folders or cat.N.jpg names)",
-              file=sys.stderr)
+        print(f"error: no labelled images under {args.images} (want class folders or cat.N.jpg names)", file=sys.stderr)
         return 2
     report = evaluate(args.url, items, concurrency=args.concurrency, timeout=args.timeout)
     failures = judge(report, args)
     report["thresholds"] = {
-        "min_accuracy": args.min_accuracy, "min_class_accuracy": args.min_class_accuracy,
-        "max_p95_ms": args.max_p95_ms, "max_p99_ms": args.max_p99_ms, "max_errors": args.max_errors,
+        "min_accuracy": args.min_accuracy,
+        "min_class_accuracy": args.min_class_accuracy,
+        "max_p95_ms": args.max_p95_ms,
+        "max_p99_ms": args.max_p99_ms,
+        "max_errors": args.max_errors,
     }
     report["failures"] = failures
     report["passed"] = not failures

@@ -54,8 +54,9 @@ def run(args: argparse.Namespace) -> Checks:
     url = args.url
 
     health = request("GET", f"{url}/health", timeout=args.timeout)
-    if not checks.add("health", health.status == 200, _describe(health), status=health.status,
-                      latency_ms=round(health.elapsed_ms, 1)):
+    if not checks.add(
+        "health", health.status == 200, _describe(health), status=health.status, latency_ms=round(health.elapsed_ms, 1)
+    ):
         return checks  # nothing else can work
 
     deadline = time.monotonic() + args.wait
@@ -90,18 +91,27 @@ def run(args: argparse.Namespace) -> Checks:
             problems.append(f"probabilities sum to {sum(probabilities.values()):.4f}")
         if resp.elapsed_ms > args.max_latency_ms:
             problems.append(f"took {resp.elapsed_ms:.0f} ms > {args.max_latency_ms:g} ms")
-        checks.add(name, not problems, "; ".join(problems) or f"{label} ({confidence:.3f}) in {resp.elapsed_ms:.0f} ms",
-                   predicted_class=label, confidence=confidence, latency_ms=round(resp.elapsed_ms, 1),
-                   model_version=answer.get("model_version"))
+        checks.add(
+            name,
+            not problems,
+            "; ".join(problems) or f"{label} ({confidence:.3f}) in {resp.elapsed_ms:.0f} ms",
+            predicted_class=label,
+            confidence=confidence,
+            latency_ms=round(resp.elapsed_ms, 1),
+            model_version=answer.get("model_version"),
+        )
 
     if not args.skip_metrics:
         metrics = request("GET", f"{url}/metrics", timeout=args.timeout)
         text = metrics.body.decode("utf-8", "replace")
-        counted = re.findall(r'^catsdogs_predictions_total\{[^}]*\}\s+([0-9.eE+]+)', text, flags=re.M)
+        counted = re.findall(r"^catsdogs_predictions_total\{[^}]*\}\s+([0-9.eE+]+)", text, flags=re.M)
         total = sum(float(v) for v in counted)
         ok = metrics.status == 200 and total >= 1
-        checks.add("metrics", ok, f"HTTP {metrics.status}, catsdogs_predictions_total={total:g}"
-                   if metrics.status else _describe(metrics))
+        checks.add(
+            "metrics",
+            ok,
+            f"HTTP {metrics.status}, catsdogs_predictions_total={total:g}" if metrics.status else _describe(metrics),
+        )
     return checks
 
 
@@ -141,8 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     checks = run(args)
     if args.json:
-        print(json.dumps({"url": args.url, "image": str(args.image), "expect": args.expect,
-                          "passed": checks.passed, "checks": checks.results}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "url": args.url,
+                    "image": str(args.image),
+                    "expect": args.expect,
+                    "passed": checks.passed,
+                    "checks": checks.results,
+                },
+                indent=2,
+            )
+        )
     else:
         for result in checks.results:
             print(f"{'PASS' if result['ok'] else 'FAIL'}  {result['check']:<12} {result['detail']}")

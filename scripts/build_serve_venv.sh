@@ -17,13 +17,14 @@ HERE="$(cd "$(dirname "$0")/.." && pwd)"
     --no-cache-dir --disable-pip-version-check --no-deps --require-hashes \
     -r "$HERE/requirements/serve.lock"
 "$PYTHON" -m pip --python "$VENV/bin/python" check --disable-pip-version-check
-# Prune what is never loaded at run time (~35 MB, keeps the image under 300 MB):
-# bundled test suites, JavaScript source maps of the Swagger UI bundle, and
-# onnxruntime's offline tooling (quantization, transformer optimisers, converters),
-# which InferenceSession never imports. tests/ops runs the service from this venv.
+# Prune what is never loaded at run time (~40 MB; keeps the image under 300 MB):
+# bundled test suites, the Swagger UI bundle's JavaScript source maps, type stubs,
+# C headers, and onnxruntime's offline tooling (quantization, transformer
+# optimisers, converters), which InferenceSession never imports.
+# tests/ops/test_serve_env.py runs the service from exactly this venv.
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 find "$SITE" -depth -type d -name tests -exec rm -rf {} +
-find "$SITE" -type f -name '*.map' -delete
+find "$SITE" -type f \( -name '*.map' -o -name '*.pyi' -o -name '*.pxd' -o -name '*.h' \) -delete
 rm -rf "$SITE/onnxruntime/quantization" "$SITE/onnxruntime/transformers" "$SITE/onnxruntime/tools"
 # Fail the build if anything torch/onnx-training related slipped in.
 if "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(0 if any(u.find_spec(m) for m in ('torch', 'torchvision', 'onnx')) else 1)"; then

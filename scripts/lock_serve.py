@@ -69,10 +69,28 @@ def hashes_for(name: str, version: str, workdir: Path) -> list[str]:
     for platform in PLATFORMS:
         dest = workdir / f"{name}-{platform}"
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-             "--platform", platform, "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
-             "--dest", str(dest), f"{name}=={version}"],
-            check=True, env=_clean_pip_env(),
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--platform",
+                platform,
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+                "--abi",
+                "cp311",
+                "--dest",
+                str(dest),
+                f"{name}=={version}",
+            ],
+            check=True,
+            env=_clean_pip_env(),
         )
         for wheel in dest.iterdir():
             digests.add(hashlib.sha256(wheel.read_bytes()).hexdigest())
@@ -94,7 +112,8 @@ def write_lock() -> None:
         for name, version in sorted(pins.items(), key=lambda kv: canonical(kv[0])):
             digests = hashes_for(name, version, Path(tmp))
             lines.append(f"{name}=={version} \\")
-            lines.extend(f"    --hash=sha256:{d}" + (" \\" if i < len(digests) - 1 else "") for i, d in enumerate(digests))
+            for i, digest in enumerate(digests):
+                lines.append(f"    --hash=sha256:{digest}" + (" \\" if i < len(digests) - 1 else ""))
     SERVE_LOCK.write_text("\n".join(lines) + "\n")
     print(f"wrote {SERVE_LOCK.relative_to(ROOT)} ({len(pins)} packages)")
 

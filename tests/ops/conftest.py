@@ -100,12 +100,27 @@ class RunningService:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def start_service(model: Path, log: Path, *, python: str = sys.executable, cwd: Path = ROOT,
-                  extra_env: dict[str, str] | None = None, timeout: float = 60.0) -> RunningService:
+def start_service(
+    model: Path,
+    log: Path,
+    *,
+    python: str = sys.executable,
+    cwd: Path = ROOT,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> RunningService:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_", "ADMIN_", "MAX_", "ORT_"))}
-    env.update({"MODEL_PATH": str(model), "HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "WARNING",
-                "PYTHONDONTWRITEBYTECODE": "1", **(extra_env or {})})
+    env.update(
+        {
+            "MODEL_PATH": str(model),
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "LOG_LEVEL": "WARNING",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **(extra_env or {}),
+        }
+    )
     handle = log.open("wb")
     proc = subprocess.Popen([python, "-m", "service"], cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
     svc = RunningService(f"http://127.0.0.1:{port}", port, proc, log)
@@ -131,12 +146,15 @@ def stop_service(svc: RunningService) -> None:
 
 
 def require_tool(name: str) -> str:
-    path = shutil.which(name) or (str(Path(sys.executable).parent / name)
-                                  if (Path(sys.executable).parent / name).exists() else None)
+    path = shutil.which(name) or (
+        str(Path(sys.executable).parent / name) if (Path(sys.executable).parent / name).exists() else None
+    )
     if path is None:
-        fix = ("run `bash scripts/ci-system-deps.sh` (installs Debian's prometheus package)"
-               if name in ("promtool", "prometheus")
-               else "run `pip install -r requirements/ops.txt`")
+        fix = (
+            "run `bash scripts/ci-system-deps.sh` (installs Debian's prometheus package)"
+            if name in ("promtool", "prometheus")
+            else "run `pip install -r requirements/ops.txt`"
+        )
         pytest.fail(f"`{name}` is not installed; {fix}", pytrace=False)
     return path
 
@@ -158,11 +176,49 @@ def service(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 # --------------------------------------------------------------------------- helpers
 PROMQL_WORDS = {
     # functions, aggregations, keywords and modifiers that may appear in our expressions
-    "sum", "min", "max", "avg", "count", "topk", "bottomk", "quantile", "stddev", "group",
-    "rate", "irate", "increase", "delta", "idelta", "deriv", "histogram_quantile", "absent", "absent_over_time",
-    "abs", "clamp_min", "clamp_max", "vector", "scalar", "time", "label_replace", "label_values",
-    "avg_over_time", "max_over_time", "min_over_time", "sum_over_time", "count_over_time",
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "offset", "bool",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "topk",
+    "bottomk",
+    "quantile",
+    "stddev",
+    "group",
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "idelta",
+    "deriv",
+    "histogram_quantile",
+    "absent",
+    "absent_over_time",
+    "abs",
+    "clamp_min",
+    "clamp_max",
+    "vector",
+    "scalar",
+    "time",
+    "label_replace",
+    "label_values",
+    "avg_over_time",
+    "max_over_time",
+    "min_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
 }
 
 

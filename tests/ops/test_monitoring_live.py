@@ -14,8 +14,21 @@ from pathlib import Path
 import pytest
 
 from tests.ops.conftest import (
-    BLUISH, REDDISH, ROOT, TOY_VERSION, RunningService, alert_rules, dashboard_targets, exposition_names,
-    free_port, http_status, promql_metric_names, require_tool, send_prediction, start_service, stop_service,
+    BLUISH,
+    REDDISH,
+    ROOT,
+    TOY_VERSION,
+    RunningService,
+    alert_rules,
+    dashboard_targets,
+    exposition_names,
+    free_port,
+    http_status,
+    promql_metric_names,
+    require_tool,
+    send_prediction,
+    start_service,
+    stop_service,
     write_image,
 )
 
@@ -45,19 +58,30 @@ def test_dashboard_is_well_formed() -> None:
             assert panel["targets"], f"panel {panel['title']} has no query"
             assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"])
     titles = " ".join(p["title"].lower() for p in dash["panels"])
-    for topic in ("request rate", "error", "latency", "inference", "in flight", "class mix", "confidence",
-                  "rejections", "model"):
+    for topic in (
+        "request rate",
+        "error",
+        "latency",
+        "inference",
+        "in flight",
+        "class mix",
+        "confidence",
+        "rejections",
+        "model",
+    ):
         assert topic in titles, f"the dashboard has no {topic} panel"
     exprs = " ".join(expr for _, expr in dashboard_targets(dash))
     for quantile in ("0.5", "0.95", "0.99"):
-        assert f"histogram_quantile({quantile}, sum by (le) (rate(catsdogs_http_request_duration_seconds_bucket" in exprs
+        wanted = f"histogram_quantile({quantile}, sum by (le) (rate(catsdogs_http_request_duration_seconds_bucket"
+        assert wanted in exprs, f"no p{quantile} request latency panel"
 
 
 def test_dashboard_and_alerts_use_only_metrics_the_service_exports(service: RunningService, tmp_path: Path) -> None:
     # Make every labelled family appear (rejections, predictions) before scraping.
     send_prediction(service.url, write_image(tmp_path / "cat.jpg", REDDISH))
-    req = urllib.request.Request(f"{service.url}/predict", data=b"not multipart", method="POST",
-                                 headers={"Content-Type": "text/plain"})
+    req = urllib.request.Request(
+        f"{service.url}/predict", data=b"not multipart", method="POST", headers={"Content-Type": "text/plain"}
+    )
     try:
         urllib.request.urlopen(req, timeout=10)
     except urllib.error.HTTPError:
@@ -73,17 +97,25 @@ def test_dashboard_and_alerts_use_only_metrics_the_service_exports(service: Runn
     unknown = {name: where for name, where in used.items() if name not in exported}
     assert not unknown, f"metrics not exported by the service: {unknown}"
     # ...and the dashboard really shows the service's main families.
-    for family in ("catsdogs_http_requests_total", "catsdogs_http_request_duration_seconds_bucket",
-                   "catsdogs_inference_duration_seconds_bucket", "catsdogs_http_requests_in_flight",
-                   "catsdogs_predictions_total", "catsdogs_prediction_confidence_sum",
-                   "catsdogs_rejections_total", "catsdogs_model_info"):
+    for family in (
+        "catsdogs_http_requests_total",
+        "catsdogs_http_request_duration_seconds_bucket",
+        "catsdogs_inference_duration_seconds_bucket",
+        "catsdogs_http_requests_in_flight",
+        "catsdogs_predictions_total",
+        "catsdogs_prediction_confidence_sum",
+        "catsdogs_rejections_total",
+        "catsdogs_model_info",
+    ):
         assert family in used, f"the dashboard does not use {family}"
 
 
 def test_metric_name_extraction_sees_through_promql() -> None:
-    assert promql_metric_names("label_values(baz_count{job=\"a\"}, route)") == {"baz_count"}
-    expr = ('histogram_quantile(0.95, sum by (le) (rate(foo_bucket{job="a",route=~"$route"}[$__rate_interval]))) '
-            '/ on() group_left() sum(rate(bar_total{x="up"}[5m])) or vector(0) and absent(up{job="y"})')
+    assert promql_metric_names('label_values(baz_count{job="a"}, route)') == {"baz_count"}
+    expr = (
+        'histogram_quantile(0.95, sum by (le) (rate(foo_bucket{job="a",route=~"$route"}[$__rate_interval]))) '
+        '/ on() group_left() sum(rate(bar_total{x="up"}[5m])) or vector(0) and absent(up{job="y"})'
+    )
     assert promql_metric_names(expr) == {"foo_bucket", "bar_total", "up"}
 
 
@@ -114,8 +146,10 @@ class Prometheus:
             if predicate(last):
                 return last
             time.sleep(0.5)
-        raise AssertionError(f"after {timeout:.0f} s Prometheus still answers {last} for {expr}\n"
-                             f"{self.log.read_text(errors='replace')[-2000:]}")
+        raise AssertionError(
+            f"after {timeout:.0f} s Prometheus still answers {last} for {expr}\n"
+            f"{self.log.read_text(errors='replace')[-2000:]}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +168,16 @@ def live(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     )
     log = work / "prometheus.log"
     proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={work / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=work,
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=work,
     )
     prom = Prometheus(f"http://127.0.0.1:{port}", proc, log)
     try:
@@ -169,8 +210,9 @@ def test_prometheus_scrapes_the_real_service(live, tmp_path: Path) -> None:
         lambda v: len(v) == 2 and sum(v.values()) == 5,
     )
     assert counts == {'{"predicted_class": "cat"}': 3.0, '{"predicted_class": "dog"}': 2.0}
-    assert prom.vector('sum(catsdogs_http_requests_total{job="catsdogs-api",route="/predict",status="200"})') \
-        == {"{}": 5.0}
+    assert prom.vector('sum(catsdogs_http_requests_total{job="catsdogs-api",route="/predict",status="200"})') == {
+        "{}": 5.0
+    }
     assert prom.vector('catsdogs_prediction_confidence_count{job="catsdogs-api"}').popitem()[1] == 5.0
     info = prom.vector('catsdogs_model_info{job="catsdogs-api"}')
     assert len(info) == 1 and json.loads(next(iter(info)))["model_version"] == TOY_VERSION
@@ -186,7 +228,7 @@ def test_every_dashboard_and_alert_expression_runs_on_real_data(live) -> None:
     empty = []
     for title, expr in dashboard_targets(dashboard()):
         if expr.startswith("label_values("):
-            metric = expr[len("label_values("):].rsplit(",", 1)[0]
+            metric = expr[len("label_values(") :].rsplit(",", 1)[0]
             assert prom.vector(f"count({metric})"), f"variable query {expr} finds nothing"
             continue
         for key, value in substitutions.items():
@@ -196,9 +238,17 @@ def test_every_dashboard_and_alert_expression_runs_on_real_data(live) -> None:
         if not answer["data"]["result"]:
             empty.append(title)
     # Panels on error/rejection/reload series may be empty on a healthy toy run; traffic panels may not.
-    for title in ("Request rate", "Requests by route and status", "Request latency ($route)",
-                  "Inference latency (onnxruntime)", "Class mix", "Mean confidence", "Model being served",
-                  "In flight", "API up"):
+    for title in (
+        "Request rate",
+        "Requests by route and status",
+        "Request latency ($route)",
+        "Inference latency (onnxruntime)",
+        "Class mix",
+        "Mean confidence",
+        "Model being served",
+        "In flight",
+        "API up",
+    ):
         assert title not in empty, f"panel {title!r} shows no data against the real service"
     for rule in alert_rules():
         answer = prom.query(rule["expr"])

@@ -78,8 +78,15 @@ def test_smoke_test_derives_the_label_from_the_file_name(service: RunningService
     assert cli(SMOKE, "--url", service.url, "--image", str(image)).returncode == 1
 
 
-@pytest.mark.parametrize("args", [["--url", "ftp://x"], ["--url", "http://x", "--image", "/nonexistent.jpg"],
-                                  ["--url", "http://x", "--repeat", "0"], []])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--url", "ftp://x"],
+        ["--url", "http://x", "--image", "/nonexistent.jpg"],
+        ["--url", "http://x", "--repeat", "0"],
+        [],
+    ],
+)
 def test_smoke_test_rejects_bad_arguments(args: list[str]) -> None:
     assert cli(SMOKE, *args).returncode == 2
 
@@ -87,14 +94,31 @@ def test_smoke_test_rejects_bad_arguments(args: list[str]) -> None:
 # ------------------------------------------------------------------ post_deploy_monitor
 def test_monitor_reports_accuracy_latency_and_passes(service: RunningService, labelled: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    proc = cli(MONITOR, "--url", service.url, "--images", str(labelled), "--min-accuracy", "1.0",
-               "--min-class-accuracy", "1.0", "--max-p95-ms", "5000", "--concurrency", "2", "--output", str(out))
+    proc = cli(
+        MONITOR,
+        "--url",
+        service.url,
+        "--images",
+        str(labelled),
+        "--min-accuracy",
+        "1.0",
+        "--min-class-accuracy",
+        "1.0",
+        "--max-p95-ms",
+        "5000",
+        "--concurrency",
+        "2",
+        "--output",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert json.loads(out.read_text()) == report
     assert report["n"] == 8 and report["errors"] == 0 and report["accuracy"] == 1.0
-    assert report["per_class"] == {"cat": {"n": 4, "correct": 4, "accuracy": 1.0},
-                                   "dog": {"n": 4, "correct": 4, "accuracy": 1.0}}
+    assert report["per_class"] == {
+        "cat": {"n": 4, "correct": 4, "accuracy": 1.0},
+        "dog": {"n": 4, "correct": 4, "accuracy": 1.0},
+    }
     assert report["confusion"] == {"cat": {"cat": 4}, "dog": {"dog": 4}}
     latency = report["latency_ms"]
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
@@ -106,8 +130,17 @@ def test_monitor_fails_under_the_accuracy_thresholds(service: RunningService, la
     for i in range(3):
         write_image(labelled.parent / "mixed" / "dog" / f"{i}.jpg", BLUISH)
         write_image(labelled.parent / "mixed" / "cat" / f"{i}.jpg", REDDISH)
-    proc = cli(MONITOR, "--url", service.url, "--images", str(labelled.parent / "mixed"),
-               "--min-accuracy", "0.8", "--min-class-accuracy", "0.9")
+    proc = cli(
+        MONITOR,
+        "--url",
+        service.url,
+        "--images",
+        str(labelled.parent / "mixed"),
+        "--min-accuracy",
+        "0.8",
+        "--min-class-accuracy",
+        "0.9",
+    )
     assert proc.returncode == 1
     report = json.loads(proc.stdout)
     assert report["accuracy"] == pytest.approx(6 / 7)
@@ -123,8 +156,9 @@ def test_monitor_fails_over_the_latency_bound(service: RunningService, labelled:
 
 
 def test_monitor_counts_unreachable_service_as_errors(labelled: Path) -> None:
-    proc = cli(MONITOR, "--url", f"http://127.0.0.1:{free_port()}", "--images", str(labelled), "--timeout", "2",
-               "--limit", "2")
+    proc = cli(
+        MONITOR, "--url", f"http://127.0.0.1:{free_port()}", "--images", str(labelled), "--timeout", "2", "--limit", "2"
+    )
     assert proc.returncode == 1
     report = json.loads(proc.stdout)
     assert report["n"] == 2 and report["errors"] == 2 and report["accuracy"] == 0.0

@@ -84,8 +84,12 @@ def test_promtool_unit_tests_catch_a_broken_api_down_rule(tmp_path: Path) -> Non
 
 # ------------------------------------------------------------------ alert rules
 REQUIRED_ALERTS = {
-    "CatsDogsApiDown", "CatsDogsHigh5xxRatio", "CatsDogsHighPredictLatencyP95", "CatsDogsHigh503Ratio",
-    "CatsDogsClassMixSkewed", "CatsDogsMeanConfidenceLow",
+    "CatsDogsApiDown",
+    "CatsDogsHigh5xxRatio",
+    "CatsDogsHighPredictLatencyP95",
+    "CatsDogsHigh503Ratio",
+    "CatsDogsClassMixSkewed",
+    "CatsDogsMeanConfidenceLow",
 }
 
 
@@ -99,8 +103,9 @@ def test_every_required_alert_exists_with_for_severity_and_annotations() -> None
         for key in ("summary", "description", "runbook"):
             assert rule["annotations"].get(key), f"{name} lacks annotation {key}"
         anchor = rule["annotations"]["runbook"].split("#", 1)[1]
-        assert f"### {name.lower()}" in docs and anchor == name.lower(), f"{name}: no runbook section in docs/operations.md"
-    assert "absent(up{job=\"catsdogs-api\"})" in rules["CatsDogsApiDown"]["expr"]
+        assert anchor == name.lower(), f"{name}: runbook anchor should be #{name.lower()}"
+        assert f"### {name.lower()}" in docs, f"{name}: no runbook section in docs/operations.md"
+    assert 'absent(up{job="catsdogs-api"})' in rules["CatsDogsApiDown"]["expr"]
 
 
 def test_every_alert_has_firing_and_silent_unit_tests() -> None:
@@ -237,8 +242,10 @@ def test_ci_workflow_covers_tests_images_and_deploy() -> None:
     triggers = workflow[True] if True in workflow else workflow["on"]  # YAML 1.1 reads `on` as True
     assert "pull_request" in triggers and "push" in triggers
     jobs = workflow["jobs"]
-    steps = {name: "\n".join(str(step.get("run", "")) + str(step.get("with", "")) for step in job["steps"])
-             for name, job in jobs.items()}
+    steps = {
+        name: "\n".join(str(step.get("run", "")) + str(step.get("with", "")) for step in job["steps"])
+        for name, job in jobs.items()
+    }
     assert "ruff check" in steps["lint"]
     assert "pytest -q tests/export -k parity" in steps["test"]
     assert "pytest -q tests/integration" in steps["test"]
