@@ -15,9 +15,9 @@ import torch
 import yaml
 
 from service.metadata import ModelMetadata
+from tests.shared_data import MINI_ZIP
 
 REPO = Path(__file__).resolve().parents[2]
-MINI_ZIP = REPO.parent / "shared" / "data" / "dogs-vs-cats-mini.zip"
 TINY_PARAMS = {
     "data": {"source": str(MINI_ZIP)},
     "preprocess": {"image_size": 32},

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.shared_data import MINI_ZIP
 from training.ingest import MANIFEST_COLUMNS, run_ingest
 from training.screening import DROP_REASONS
 
@@ -23,8 +24,6 @@ from .builders import (
     write_tar,
     write_zip,
 )
-
-MINI_ZIP = Path(__file__).resolve().parents[2].parent / "shared/data/dogs-vs-cats-mini.zip"
 
 
 def ingest(tmp_path: Path, source: Path, **kwargs) -> tuple[dict, list[dict[str, str]], Path]:
