@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -79,7 +79,8 @@ class TelemetryMiddleware:
             self.metrics.request_duration.labels(route=record.route).observe(elapsed)
             if record.rejection:
                 self.metrics.rejections.labels(reason=record.rejection).inc()
-            fields = {key: value for key, value in asdict(record).items() if value is not None}
+            # vars(), not dataclasses.asdict(): asdict deep-copies every field on the hot path.
+            fields = {key: value for key, value in vars(record).items() if value is not None}
             access_log.info("request", extra=fields)
 
 
