@@ -33,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-MINI_ZIP = REPO.parent / "shared" / "data" / "dogs-vs-cats-mini.zip"
+MINI_ZIP = Path(os.environ.get("CATSDOGS_SHARED_DATA", REPO.parent / "shared" / "data")) / "dogs-vs-cats-mini.zip"
 BOUNDARY = b"benchboundary7d1f"
 
 
@@ -255,6 +255,29 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def soak(proc: subprocess.Popen[bytes], port: int, requests: list[bytes], seconds: float, windows: int) -> None:
+    """c=8 load for `seconds`, split in windows: a long run must not slow down or grow in memory."""
+    print(f"soak: {seconds:.0f} s at c=8 in {windows} windows")
+    print(f"{'window':>8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'RSS MB':>10}")
+    rows = []
+    for window in range(1, windows + 1):
+        deadline = time.perf_counter() + seconds / windows
+        latencies: list[float] = []
+        wall = 0.0
+        while time.perf_counter() < deadline:
+            chunk, errors, chunk_wall = asyncio.run(run_load(port, requests, 8, 400))
+            if errors:
+                raise SystemExit(f"soak: {errors} non-200 responses")
+            latencies += chunk
+            wall += chunk_wall
+        q = sorted(latencies)
+        rows.append((len(q) / wall, statistics.median(q) * 1000, q[int(0.99 * (len(q) - 1))] * 1000, rss_mb(proc.pid)))
+        print(f"{window:>8}" + "".join(f"{v:>10.1f}" for v in rows[-1]))
+    first, last = rows[0], rows[-1]
+    ratios = f"throughput {last[0] / first[0]:.2f}x, p50 {last[1] / first[1]:.2f}x, RSS {last[3] / first[3]:.2f}x"
+    print(f"soak last/first window: {ratios}")
+
+
 def measure(
     name: str, cmd: list[str], env: dict[str, str], port: int, jpegs: list[bytes], args: argparse.Namespace
 ) -> Result:
@@ -267,6 +290,9 @@ def measure(
         c1, e1, _ = asyncio.run(run_load(port, requests, 1, args.requests))
         c8, e8, wall = asyncio.run(run_load(port, requests, 8, args.requests * 4))
         q1, q8 = sorted(c1), sorted(c8)
+        rss = rss_mb(proc.pid)
+        if name == "onnxruntime" and args.soak_seconds > 0:
+            soak(proc, port, requests, args.soak_seconds, windows=6)
         return Result(
             name=name,
             ready_s=ready,
@@ -275,7 +301,7 @@ def measure(
             rps_c8=len(c8) / wall,
             p50_c8_ms=statistics.median(q8) * 1000,
             p99_c8_ms=q8[int(0.99 * (len(q8) - 1))] * 1000,
-            rss_mb=rss_mb(proc.pid),
+            rss_mb=rss,
             errors=e1 + e8,
         )
     finally:
@@ -314,6 +340,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="ONNX model (default models/model.onnx, else random export)")
     parser.add_argument("--requests", type=int, default=400, help="requests at c=1 (4x that at c=8)")
     parser.add_argument("--skip-torch", action="store_true", help="only the ONNX service")
+    parser.add_argument("--soak-seconds", type=float, default=60, help="long-run check of the ONNX service (0: skip)")
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the ONNX service")
     parser.add_argument("--serve-torch", nargs=3, metavar=("ONNX", "PTH", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -329,7 +356,8 @@ def main() -> None:
         serve_python = REPO / ".venv-serve" / "bin" / "python"
         python = str(serve_python) if serve_python.exists() else sys.executable
         port = free_port()
-        env = {"PATH": os.environ.get("PATH", ""), "MODEL_PATH": str(model), "PORT": str(port), "LOG_LEVEL": "WARNING"}
+        # Production settings, access log included (its lines go to /dev/null).
+        env = {"PATH": os.environ.get("PATH", ""), "MODEL_PATH": str(model), "PORT": str(port)}
         env.update(kv.split("=", 1) for kv in args.env)
         results = [measure("onnxruntime", [python, "-m", "service"], env, port, jpegs, args)]
         if not args.skip_torch:
