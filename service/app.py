@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             restore()
+            host.close()
 
     routes = [
         Route("/predict", predict.predict, methods=["POST"]),
