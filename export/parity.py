@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
-from service.metadata import INPUT_NAME, ModelMetadata
+from service.model import SessionTuning, load_model
 from service.preprocessing import PreprocessSpec, preprocess
 
 
@@ -53,14 +51,13 @@ def check_parity(
     atol: float,
 ) -> ParityReport:
     """torch_model must return probabilities (see training.model.WithSoftmax)."""
-    metadata = ModelMetadata.from_props({p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props})
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    served = load_model(onnx_path, SessionTuning())  # the service's own loader and checks
     torch_model.eval()
     mismatches, worst_diff, worst_name = 0, 0.0, ""
     for name, data in images:
         with torch.no_grad():
             expected = torch_model(torch.from_numpy(preprocess(data, torch_spec))).numpy()[0]
-        actual = session.run(None, {INPUT_NAME: preprocess(data, metadata.preprocessing)})[0][0]
+        actual = served.predict(preprocess(data, served.metadata.preprocessing))[0]
         diff = float(np.abs(expected - actual).max())
         mismatches += int(expected.argmax() != actual.argmax())
         if diff >= worst_diff:

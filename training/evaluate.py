@@ -12,11 +12,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 from tqdm import tqdm
 
-from service.metadata import INPUT_NAME, ModelMetadata
+from service.metadata import ModelMetadata
+from service.model import SessionTuning, load_model
 from service.preprocessing import preprocess
 from training.dataset import split_images
 from training.metrics import classification_report, roc_curve
@@ -28,12 +27,12 @@ BATCH = 128
 
 
 def predict_images(model_path: Path, images: list[bytes]) -> tuple[ModelMetadata, np.ndarray]:
-    metadata = ModelMetadata.from_props({p.key: p.value for p in onnx.load(str(model_path)).metadata_props})
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    model = load_model(model_path, SessionTuning())  # the service's own loader and checks
+    metadata = model.metadata
     outputs = []
     for start in tqdm(range(0, len(images), BATCH), desc="evaluate", unit="batch"):
         batch = np.concatenate([preprocess(data, metadata.preprocessing) for data in images[start : start + BATCH]])
-        outputs.append(session.run(None, {INPUT_NAME: batch})[0])
+        outputs.append(model.predict(batch))
     return metadata, np.concatenate(outputs)
 
 
