@@ -13,10 +13,12 @@ import torch
 from torchvision.ops import roi_align
 
 
-def random_resized_crop(images: torch.Tensor, scale_min: float, generator: torch.Generator) -> torch.Tensor:
-    """Per-sample crop of area in [scale_min, 1], aspect in [3/4, 4/3], resized back to full size.
+def random_resized_crop(
+    images: torch.Tensor, scale_min: float, generator: torch.Generator, out_size: int | None = None
+) -> torch.Tensor:
+    """Per-sample crop of area in [scale_min, 1], aspect in [3/4, 4/3], resized to out_size (default: input size).
 
-    images: float NCHW. Returns the same shape.
+    images: float NCHW. Returns N x C x out_size x out_size.
     """
     n, _, height, width = images.shape
     area = torch.empty(n).uniform_(scale_min, 1.0, generator=generator)
@@ -27,7 +29,8 @@ def random_resized_crop(images: torch.Tensor, scale_min: float, generator: torch
     x0 = torch.rand(n, generator=generator) * (width - crop_w)
     y0 = torch.rand(n, generator=generator) * (height - crop_h)
     boxes = torch.stack([torch.arange(n, dtype=torch.float32), x0, y0, x0 + crop_w, y0 + crop_h], dim=1)
-    return roi_align(images, boxes.to(images.device), output_size=(height, width), aligned=True)
+    size = (height, width) if out_size is None else (out_size, out_size)
+    return roi_align(images, boxes.to(images.device), output_size=size, aligned=True)
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -54,10 +57,12 @@ def _grey(images: torch.Tensor) -> torch.Tensor:
     return (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]).unsqueeze(1)
 
 
-def augment(images: torch.Tensor, scale_min: float, jitter: float, generator: torch.Generator) -> torch.Tensor:
-    """uint8 NHWC -> augmented uint8 NHWC."""
+def augment(
+    images: torch.Tensor, scale_min: float, jitter: float, generator: torch.Generator, out_size: int | None = None
+) -> torch.Tensor:
+    """uint8 NHWC -> augmented uint8 NHWC, out_size square (default: input size)."""
     x = images.permute(0, 3, 1, 2).float()
-    x = random_resized_crop(x, scale_min, generator)
+    x = random_resized_crop(x, scale_min, generator, out_size)
     x = random_flip(x, generator)
     if jitter > 0:
         x = colour_jitter(x, jitter, generator)

@@ -42,6 +42,7 @@ class TrainParams:
     weight_decay: float
     label_smoothing: float
     scale_min: float
+    crop_size: int | None
     jitter: float
     threads: int
     seed: int

@@ -146,7 +146,8 @@ def main() -> None:
             seen, loss_sum, correct = 0, 0.0, 0
             bar = tqdm(order.split(cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
             for batch_idx in bar:
-                x = to_input(augment(train_x_t[batch_idx], cfg.scale_min, cfg.jitter, generator), spec, device)
+                crops = augment(train_x_t[batch_idx], cfg.scale_min, cfg.jitter, generator, cfg.crop_size)
+                x = to_input(crops, spec, device)
                 y = train_y_t[batch_idx].to(device, non_blocking=True)
                 logits = model(x)
                 loss = loss_fn(logits, y)

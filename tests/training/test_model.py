@@ -46,6 +46,12 @@ def test_augment_keeps_uint8_nhwc_shape() -> None:
     assert out.shape == images.shape and out.dtype == torch.uint8
 
 
+def test_augment_crops_to_a_smaller_training_size_when_asked() -> None:
+    images = torch.randint(0, 256, (6, 40, 40, 3), dtype=torch.uint8)
+    out = augment(images, scale_min=0.35, jitter=0.3, generator=_gen(), out_size=32)
+    assert out.shape == (6, 32, 32, 3) and out.dtype == torch.uint8
+
+
 def test_augment_is_reproducible_for_a_seed_and_varies_per_sample() -> None:
     images = torch.randint(0, 256, (1, 32, 32, 3), dtype=torch.uint8).repeat(8, 1, 1, 1)
     first = augment(images, 0.35, 0.3, _gen(1))
