@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 SERVE_VENV := .venv-serve
 
-.PHONY: serve test setup setup-serve system-deps lint repro bench clean
+.PHONY: serve test setup setup-serve system-deps lint repro sweep bench clean
 
 ## Set up the torch-free serving env (exactly what Dockerfile.serve installs) and serve models/model.onnx on :8000.
 serve: $(SERVE_VENV)/.built
@@ -40,9 +40,14 @@ lint: setup
 repro: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
-## Latency/throughput/memory of the real server vs a PyTorch-eager baseline.
+## Accuracy against training minutes for the points in scripts/sweep.py (docs/model.md).
+sweep: setup
+	$(VENV)/bin/python scripts/sweep.py
+
+## Latency/throughput/memory of the real server vs a PyTorch-eager baseline; model-only cost.
 bench: setup setup-serve
 	$(VENV)/bin/python benchmarks/bench_service.py
+	$(SERVE_VENV)/bin/python benchmarks/bench_model.py
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache .ruff_cache

@@ -32,12 +32,12 @@ PARITY_REPORT = Path("reports/parity.json")
 log = logging.getLogger("export")
 
 
-def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the exported module (softmax included) from a weights-only checkpoint."""
+def load_checkpoint(path: Path, flip_tta: bool) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the exported module (softmax and optional flip-TTA included) from a weights-only checkpoint."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     net = build_model(len(checkpoint["classes"]), checkpoint["width"], checkpoint["dropout"])
     net.load_state_dict(checkpoint["state_dict"])
-    return WithSoftmax(net).eval(), checkpoint
+    return WithSoftmax(net, flip_tta).eval(), checkpoint
 
 
 def to_onnx(model: torch.nn.Module, image_size: int, opset: int) -> onnx.ModelProto:
@@ -61,8 +61,10 @@ def stamp_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> None:
         proto.metadata_props.add(key=key, value=value)
 
 
-def export_model(best_model: Path, dest: Path, report_path: Path, opset: int, parity_images: int, atol: float) -> dict:
-    model, checkpoint = load_checkpoint(best_model)
+def export_model(
+    best_model: Path, dest: Path, report_path: Path, opset: int, parity_images: int, atol: float, flip_tta: bool
+) -> dict:
+    model, checkpoint = load_checkpoint(best_model, flip_tta)
     spec = PreprocessSpec.from_json(checkpoint["preprocessing"])
     proto = to_onnx(model, spec.image_size, opset)
     # Content hash of graph + weights, taken before metadata so it names the math, not the labels.
@@ -87,7 +89,7 @@ def export_model(best_model: Path, dest: Path, report_path: Path, opset: int, pa
         candidate = Path(tmp) / dest.name
         onnx.save(proto, candidate)
         report = check_parity(model, spec, candidate, images, atol).as_dict()
-        report |= {"model_version": version, "opset": opset, "bytes": candidate.stat().st_size}
+        report |= {"model_version": version, "opset": opset, "flip_tta": flip_tta, "bytes": candidate.stat().st_size}
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(report, indent=2) + "\n")
         if report["passed"]:
@@ -101,7 +103,9 @@ def main() -> None:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     params = load_params()
     cfg = params.export
-    report = export_model(BEST_MODEL, ONNX_MODEL, PARITY_REPORT, cfg.opset, cfg.parity_images, cfg.parity_atol)
+    report = export_model(
+        BEST_MODEL, ONNX_MODEL, PARITY_REPORT, cfg.opset, cfg.parity_images, cfg.parity_atol, cfg.flip_tta
+    )
     if not report["passed"]:
         log.error(
             "parity gate FAILED: %d class mismatches, max |diff| %.2e > %.0e (worst: %s). %s left unchanged.",

@@ -56,11 +56,19 @@ def build_model(num_classes: int, width: int, dropout: float) -> nn.Module:
 
 
 class WithSoftmax(nn.Module):
-    """What gets exported: probabilities, so every client reads the same numbers."""
+    """What gets exported: probabilities, so every client reads the same numbers.
 
-    def __init__(self, net: nn.Module) -> None:
+    flip_tta averages each image's probabilities with its mirror image's. Both views
+    go through the net as one batch of 2N, so the ONNX graph stays a single call.
+    """
+
+    def __init__(self, net: nn.Module, flip_tta: bool = False) -> None:
         super().__init__()
         self.net = net
+        self.flip_tta = flip_tta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(x), dim=1)
+        if not self.flip_tta:
+            return torch.softmax(self.net(x), dim=1)
+        probabilities = torch.softmax(self.net(torch.cat([x, x.flip(3)])), dim=1)
+        return probabilities.view(2, x.shape[0], -1).mean(0)

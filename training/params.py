@@ -53,6 +53,7 @@ class TrainParams:
 @dataclass(frozen=True)
 class ExportParams:
     opset: int
+    flip_tta: bool
     parity_images: int
     parity_atol: float
 

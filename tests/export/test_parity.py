@@ -7,14 +7,16 @@ import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
 import export.export
 from export.export import export_model, stamp_metadata, to_onnx
 from export.parity import check_parity
-from service.metadata import ModelMetadata
+from service.metadata import INPUT_NAME, ModelMetadata
 from service.preprocessing import PreprocessSpec
 from tests.shared_data import MINI_ZIP
 from training.dataset import split_images
@@ -84,6 +86,27 @@ def test_export_with_different_weights_fails_parity(model, real_images, save) ->
     assert not report.passed
 
 
+def test_flip_tta_export_passes_parity_and_serves_mirror_invariant_probabilities(
+    model, real_images, tmp_path: Path
+) -> None:
+    tta = WithSoftmax(model.net, flip_tta=True).eval()
+    proto = to_onnx(tta, SPEC.image_size, opset=18)
+    stamp_metadata(proto, ModelMetadata(("cat", "dog"), SPEC, "test", "test"))
+    onnx.save(proto, tmp_path / "tta.onnx")
+    report = check_parity(tta, SPEC, tmp_path / "tta.onnx", real_images, atol=1e-4)
+    assert report.passed, report
+
+    session = ort.InferenceSession(tmp_path / "tta.onnx", providers=["CPUExecutionProvider"])
+    batch = np.random.default_rng(0).standard_normal((3, 3, SPEC.image_size, SPEC.image_size), dtype=np.float32)
+    probabilities = session.run(None, {INPUT_NAME: batch})[0]
+    mirrored = session.run(None, {INPUT_NAME: np.ascontiguousarray(batch[..., ::-1])})[0]
+    single = session.run(None, {INPUT_NAME: batch[:1]})[0]
+    assert probabilities.shape == (3, 2)
+    np.testing.assert_allclose(mirrored, probabilities, atol=1e-6)
+    np.testing.assert_allclose(single, probabilities[:1], atol=1e-6)
+    assert not np.allclose(probabilities, session.run(None, {INPUT_NAME: batch[::-1].copy()})[0])
+
+
 def test_parity_with_no_images_never_passes(model, save) -> None:
     report = check_parity(model, SPEC, save(SPEC), [], atol=1e-4)
     assert not report.passed
@@ -125,7 +148,7 @@ def test_export_stage_with_broken_normalisation_fails_and_keeps_previous_model(
         real_stamp(proto, dataclasses.replace(metadata, preprocessing=broken))
 
     monkeypatch.setattr("export.export.stamp_metadata", stamp_wrong_normalisation)
-    report = export_model(Path("best.pth"), previous, Path("parity.json"), 18, 64, 1e-4)
+    report = export_model(Path("best.pth"), previous, Path("parity.json"), 18, 64, 1e-4, flip_tta=False)
     assert report["passed"] is False
     assert previous.read_bytes() == b"previous model"
     assert json.loads(Path("parity.json").read_text())["passed"] is False

@@ -22,7 +22,7 @@ TINY_PARAMS = {
     "data": {"source": str(MINI_ZIP)},
     "preprocess": {"image_size": 32},
     "model": {"width": 8},
-    "train": {"epochs": 2, "batch_size": 64, "threads": 2},
+    "train": {"epochs": 2, "batch_size": 64, "threads": 2, "crop_size": 28},
     "export": {"parity_images": 64},
 }
 

@@ -36,6 +36,16 @@ def test_exported_wrapper_returns_probabilities() -> None:
     assert (probabilities >= 0).all()
 
 
+def test_flip_tta_averages_each_image_with_its_mirror() -> None:
+    net = build_model(2, width=8, dropout=0.0).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        tta = WithSoftmax(net, flip_tta=True)(x)
+        expected = (torch.softmax(net(x), 1) + torch.softmax(net(x.flip(3)), 1)) / 2
+        torch.testing.assert_close(tta, expected)
+        torch.testing.assert_close(WithSoftmax(net, flip_tta=True)(x.flip(3)), tta)
+
+
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -25,7 +25,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["preprocess"]["image_size"] = 16
     params["model"]["width"] = 4
-    params["train"] |= {"epochs": 2, "batch_size": 16, "threads": 1}
+    params["train"] |= {"epochs": 2, "batch_size": 16, "threads": 1, "crop_size": None}
     Path("params.yaml").write_text(yaml.safe_dump(params))
     rng = np.random.default_rng(0)
     prepared = Path("data/prepared")
