@@ -94,7 +94,8 @@ def onnx_model(requested: Path | None, workdir: Path) -> tuple[Path, Path | None
     params = load_params(REPO / "params.yaml")
     torch.manual_seed(0)
     net = build_model(len(params.data.classes), params.model.width, params.model.dropout).eval()
-    proto = to_onnx(WithSoftmax(net).eval(), params.preprocess.image_size, params.export.opset)
+    served = WithSoftmax(net, params.export.flip_tta).eval()
+    proto = to_onnx(served, params.preprocess.image_size, params.export.opset)
     stamp_metadata(
         proto,
         ModelMetadata(params.data.classes, params.preprocess, "bench-random", "none", {}),
@@ -136,14 +137,14 @@ def serve_torch(model_onnx: Path, pth: Path | None, port: int) -> None:
 
     torch.set_num_threads(1)  # same budget as the ORT service: 1 intra-op thread x 2 workers
     meta = ModelMetadata.from_props(dict(ort.InferenceSession(str(model_onnx)).get_modelmeta().custom_metadata_map))
+    params = load_params(REPO / "params.yaml")
     if pth is not None:
         checkpoint = torch.load(pth, map_location="cpu", weights_only=True)
         net = build_model(len(checkpoint["classes"]), checkpoint["width"], checkpoint["dropout"])
         net.load_state_dict(checkpoint["state_dict"])
     else:
-        params = load_params(REPO / "params.yaml")
         net = build_model(len(meta.classes), params.model.width, params.model.dropout)
-    model = WithSoftmax(net).eval()
+    model = WithSoftmax(net, params.export.flip_tta).eval()  # the same graph the ONNX file holds
     limiter = anyio.CapacityLimiter(2)
 
     def infer(data: bytes) -> list[float]:
