@@ -119,7 +119,7 @@ def onnx_model(requested: Path | None, workdir: Path) -> tuple[Path, Path | None
 # ---- the torch-eager baseline server ----------------------------------------
 
 
-def serve_torch(model_onnx: Path, pth: Path | None, port: int) -> None:
+def serve_torch(model_onnx: Path, pth: Path | None, port: int, threads: int) -> None:
     """Same Starlette/uvicorn stack and preprocessing; inference by torch eager instead of ORT."""
     import anyio
     import onnxruntime as ort
@@ -135,7 +135,7 @@ def serve_torch(model_onnx: Path, pth: Path | None, port: int) -> None:
     from training.model import WithSoftmax, build_model
     from training.params import load_params
 
-    torch.set_num_threads(1)  # same budget as the ORT service: 1 intra-op thread x 2 workers
+    torch.set_num_threads(threads)  # same budget as the ORT service: its intra-op threads x 2 workers
     meta = ModelMetadata.from_props(dict(ort.InferenceSession(str(model_onnx)).get_modelmeta().custom_metadata_map))
     params = load_params(REPO / "params.yaml")
     if pth is not None:
@@ -343,12 +343,14 @@ def main() -> None:
     parser.add_argument("--skip-torch", action="store_true", help="only the ONNX service")
     parser.add_argument("--soak-seconds", type=float, default=60, help="long-run check of the ONNX service (0: skip)")
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the ONNX service")
-    parser.add_argument("--serve-torch", nargs=3, metavar=("ONNX", "PTH", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-torch", nargs=4, metavar=("ONNX", "PTH", "PORT", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_torch:
-        onnx_path, pth, port = args.serve_torch
-        serve_torch(Path(onnx_path), Path(pth) if pth != "-" else None, int(port))
+        onnx_path, pth, port, threads = args.serve_torch
+        serve_torch(Path(onnx_path), Path(pth) if pth != "-" else None, int(port), int(threads))
         return
+
+    from service.config import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
         model, pth = onnx_model(args.model, Path(tmp))
@@ -363,7 +365,8 @@ def main() -> None:
         results = [measure("onnxruntime", [python, "-m", "service"], env, port, jpegs, args)]
         if not args.skip_torch:
             port = free_port()
-            cmd = [sys.executable, __file__, "--serve-torch", str(model), str(pth or "-"), str(port)]
+            threads = Settings.from_env(env).ort_intra_op_threads  # what the ORT service above ran with
+            cmd = [sys.executable, __file__, "--serve-torch", str(model), str(pth or "-"), str(port), str(threads)]
             env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)}
             results.append(measure("torch eager", cmd, env, port, jpegs, args))
         print_table(results)

@@ -30,11 +30,12 @@ class Settings:
     port: int = 8000
     max_upload_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = DEFAULT_MAX_PIXELS
-    # Measured on 2 cores (benchmarks/bench_service.py): ~85-110 req/s at c=8 with p99 100-170 ms;
-    # 16 admitted keeps the worst queueing delay near 200 ms, past that an honest 503 beats waiting.
+    # Measured on 2 cores (benchmarks/bench_service.py): ~250 req/s at c=8 with p99 ~45 ms;
+    # 16 admitted keeps queueing near 100 ms at worst, past that an honest 503 beats waiting.
     max_in_flight: int = 16
     max_batch_files: int = 32
-    ort_intra_op_threads: int = 1
+    # 2 cut p50 at c=1 by 15-25% for the flip-TTA model and left c=8 throughput unchanged (docs/service.md).
+    ort_intra_op_threads: int = 2
     ort_inter_op_threads: int = 1
     log_level: str = "INFO"
     admin_token: str | None = None
