@@ -1,0 +1,52 @@
+"""The benchmark scripts still run end to end and print every figure the README quotes.
+
+Only their output's shape is checked: timings belong in the benchmark's printout, not in a test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.service.conftest import REPO
+
+SERVICE_ROWS = (
+    "ready after start (s)",
+    "p50 latency c=1 (ms)",
+    "p99 latency c=1 (ms)",
+    "throughput c=8 (req/s)",
+    "server CPU/request c=8 (ms)",
+    "client CPU/request c=8 (ms)",
+    "server RSS (MB)",
+    "non-200 responses",
+)
+
+
+def test_service_benchmark_serves_real_uploads_and_prints_every_figure() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_service.py", "--skip-torch", "--soak-seconds", "0", "--requests", "20"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("host: ") and "ms per image on 1 thread" in line for line in lines), result.stdout
+    table = {line[:28].strip(): line[28:].split() for line in lines if line[:28].strip() in SERVICE_ROWS}
+    assert set(table) == set(SERVICE_ROWS), result.stdout
+    assert table["non-200 responses"][0] == "0", result.stdout
+    assert float(table["throughput c=8 (req/s)"][0]) > 0
+
+
+def test_model_benchmark_times_the_bundled_model_and_labels_the_samples() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_model.py", "--runs", "20"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = next(line for line in result.stdout.splitlines() if line.startswith(str(REPO / "models" / "model.onnx")))
+    assert "cat->cat" in row and "dog->dog" in row, result.stdout
