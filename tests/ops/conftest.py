@@ -3,20 +3,15 @@ training is needed) and the real service, started with `python -m service`."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.service_process import ServiceProcess, start_service, stop_service
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY_VERSION = "toy-ops-1"
@@ -73,78 +68,6 @@ REDDISH = (200, 120, 60)  # the toy model says cat
 BLUISH = (60, 120, 200)  # the toy model says dog
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_status(url: str, timeout: float = 2.0) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, OSError):
-        return 0
-
-
-@dataclass
-class RunningService:
-    url: str
-    port: int
-    process: subprocess.Popen
-    log: Path
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def start_service(
-    model: Path,
-    log: Path,
-    *,
-    python: str = sys.executable,
-    cwd: Path = ROOT,
-    extra_env: dict[str, str] | None = None,
-    timeout: float = 60.0,
-) -> RunningService:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_", "ADMIN_", "MAX_", "ORT_"))}
-    env.update(
-        {
-            "MODEL_PATH": str(model),
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "LOG_LEVEL": "WARNING",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            **(extra_env or {}),
-        }
-    )
-    handle = log.open("wb")
-    proc = subprocess.Popen([python, "-m", "service"], cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    svc = RunningService(f"http://127.0.0.1:{port}", port, proc, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"`python -m service` exited with {proc.returncode}:\n{svc.logs()}")
-        if http_status(f"{svc.url}/ready") == 200:
-            return svc
-        time.sleep(0.2)
-    stop_service(svc)
-    raise AssertionError(f"service not ready within {timeout:.0f} s:\n{svc.logs()}")
-
-
-def stop_service(svc: RunningService) -> None:
-    if svc.process.poll() is None:
-        svc.process.terminate()
-        try:
-            svc.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            svc.process.kill()
-            svc.process.wait(timeout=10)
-
-
 def require_tool(name: str) -> str:
     path = shutil.which(name) or (
         str(Path(sys.executable).parent / name) if (Path(sys.executable).parent / name).exists() else None
@@ -165,8 +88,8 @@ def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def service(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    svc = start_service(toy_model, tmp_path_factory.mktemp("service") / "service.log")
+def service(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    svc = start_service(toy_model, tmp_path_factory.mktemp("service"))
     try:
         yield svc
     finally:

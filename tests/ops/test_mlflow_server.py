@@ -12,7 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.ops.conftest import ROOT, free_port, load_yaml
+from tests.ops.conftest import ROOT, load_yaml
+from tests.service_process import free_port
 
 
 def get(url: str, host: str) -> int:

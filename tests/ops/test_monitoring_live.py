@@ -18,19 +18,15 @@ from tests.ops.conftest import (
     REDDISH,
     ROOT,
     TOY_VERSION,
-    RunningService,
     alert_rules,
     dashboard_targets,
     exposition_names,
-    free_port,
-    http_status,
     promql_metric_names,
     require_tool,
     send_prediction,
-    start_service,
-    stop_service,
     write_image,
 )
+from tests.service_process import ServiceProcess, free_port, http_status, start_service, stop_service
 
 DASHBOARD = ROOT / "monitoring" / "grafana" / "dashboards" / "catsdogs.json"
 PROMETHEUS_OWN = {"up"}  # series Prometheus itself writes for every target
@@ -76,7 +72,7 @@ def test_dashboard_is_well_formed() -> None:
         assert wanted in exprs, f"no p{quantile} request latency panel"
 
 
-def test_dashboard_and_alerts_use_only_metrics_the_service_exports(service: RunningService, tmp_path: Path) -> None:
+def test_dashboard_and_alerts_use_only_metrics_the_service_exports(service: ServiceProcess, tmp_path: Path) -> None:
     # Make every labelled family appear (rejections, predictions) before scraping.
     send_prediction(service.url, write_image(tmp_path / "cat.jpg", REDDISH))
     req = urllib.request.Request(
@@ -153,10 +149,10 @@ class Prometheus:
 
 
 @pytest.fixture(scope="module")
-def live(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningService, Prometheus]]:
+def live(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, Prometheus]]:
     binary = require_tool("prometheus")
     work = tmp_path_factory.mktemp("prometheus")
-    svc = start_service(toy_model, work / "service.log")  # its own instance: exact counts below
+    svc = start_service(toy_model, work)  # its own instance: exact counts below
     port = free_port()
     config = work / "prometheus.yml"
     config.write_text(

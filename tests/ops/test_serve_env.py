@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.ops.conftest import ROOT, start_service, stop_service
+from tests.ops.conftest import ROOT
+from tests.service_process import start_service, stop_service
 
 IMAGE_BUDGET_MB = 300
 
@@ -53,10 +54,10 @@ def test_serve_env_builds_from_the_lock_fits_the_budget_and_serves(toy_model: Pa
     before = files_under(app, venv)
     svc = start_service(
         app / "models" / "model.onnx",
-        tmp_path / "service.log",
+        tmp_path,
         python=str(venv / "bin" / "python"),
         cwd=app,
-        extra_env={"PYTHONPATH": "", "PYTHONNOUSERSITE": "1"},
+        PYTHONNOUSERSITE="1",
     )
     try:
         smoke = subprocess.run(
@@ -65,7 +66,7 @@ def test_serve_env_builds_from_the_lock_fits_the_budget_and_serves(toy_model: Pa
             text=True,
             timeout=120,
         )
-        assert smoke.returncode == 0, smoke.stdout + smoke.stderr + svc.logs()
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr + svc.log_tail()
         health = subprocess.run(
             [str(venv / "bin" / "python"), str(ROOT / "deploy" / "healthcheck.py"), "--url", f"{svc.url}/ready"],
             timeout=30,

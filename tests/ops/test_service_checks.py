@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.conftest import BLUISH, REDDISH, ROOT, TOY_VERSION, RunningService, free_port, write_image
+from tests.ops.conftest import BLUISH, REDDISH, ROOT, TOY_VERSION, write_image
+from tests.service_process import ServiceProcess, free_port
 
 SMOKE = str(ROOT / "deploy" / "smoke_test.py")
 MONITOR = str(ROOT / "deploy" / "post_deploy_monitor.py")
@@ -33,7 +34,7 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # ------------------------------------------------------------------ smoke_test
-def test_smoke_test_passes_on_the_bundled_cat(service: RunningService) -> None:
+def test_smoke_test_passes_on_the_bundled_cat(service: ServiceProcess) -> None:
     proc = cli(SMOKE, "--url", service.url + "/")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "smoke test PASSED" in proc.stdout
@@ -41,7 +42,7 @@ def test_smoke_test_passes_on_the_bundled_cat(service: RunningService) -> None:
         assert f"PASS  {check}" in proc.stdout
 
 
-def test_smoke_test_json_report(service: RunningService) -> None:
+def test_smoke_test_json_report(service: ServiceProcess) -> None:
     proc = cli(SMOKE, "--url", service.url, "--json", "--repeat", "2")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -51,7 +52,7 @@ def test_smoke_test_json_report(service: RunningService) -> None:
     assert all(c["predicted_class"] == "cat" and c["model_version"] == TOY_VERSION for c in predictions)
 
 
-def test_smoke_test_fails_on_the_wrong_label(service: RunningService) -> None:
+def test_smoke_test_fails_on_the_wrong_label(service: ServiceProcess) -> None:
     proc = cli(SMOKE, "--url", service.url, "--expect", "dog", "--json")
     assert proc.returncode == 1
     report = json.loads(proc.stdout)
@@ -59,7 +60,7 @@ def test_smoke_test_fails_on_the_wrong_label(service: RunningService) -> None:
     assert "predicted 'cat', expected 'dog'" in report["checks"][2]["detail"]
 
 
-def test_smoke_test_fails_over_the_latency_bound(service: RunningService) -> None:
+def test_smoke_test_fails_over_the_latency_bound(service: ServiceProcess) -> None:
     proc = cli(SMOKE, "--url", service.url, "--max-latency-ms", "0.001")
     assert proc.returncode == 1
     assert "ms > 0.001 ms" in proc.stdout and "smoke test FAILED" in proc.stdout
@@ -71,7 +72,7 @@ def test_smoke_test_fails_when_nothing_listens() -> None:
     assert "FAIL  health" in proc.stdout and "no answer" in proc.stdout
 
 
-def test_smoke_test_derives_the_label_from_the_file_name(service: RunningService, tmp_path: Path) -> None:
+def test_smoke_test_derives_the_label_from_the_file_name(service: ServiceProcess, tmp_path: Path) -> None:
     image = write_image(tmp_path / "dog.7.jpg", BLUISH)
     assert cli(SMOKE, "--url", service.url, "--image", str(image)).returncode == 0
     image = write_image(tmp_path / "cat.jpg", BLUISH)
@@ -92,7 +93,7 @@ def test_smoke_test_rejects_bad_arguments(args: list[str]) -> None:
 
 
 # ------------------------------------------------------------------ post_deploy_monitor
-def test_monitor_reports_accuracy_latency_and_passes(service: RunningService, labelled: Path, tmp_path: Path) -> None:
+def test_monitor_reports_accuracy_latency_and_passes(service: ServiceProcess, labelled: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     proc = cli(
         MONITOR,
@@ -125,7 +126,7 @@ def test_monitor_reports_accuracy_latency_and_passes(service: RunningService, la
     assert report["model_versions"] == [TOY_VERSION] and report["passed"] is True
 
 
-def test_monitor_fails_under_the_accuracy_thresholds(service: RunningService, labelled: Path, tmp_path: Path) -> None:
+def test_monitor_fails_under_the_accuracy_thresholds(service: ServiceProcess, labelled: Path, tmp_path: Path) -> None:
     write_image(labelled.parent / "mixed" / "dog" / "odd.jpg", REDDISH)  # a "dog" the toy model calls cat
     for i in range(3):
         write_image(labelled.parent / "mixed" / "dog" / f"{i}.jpg", BLUISH)
@@ -149,7 +150,7 @@ def test_monitor_fails_under_the_accuracy_thresholds(service: RunningService, la
     assert "FAIL: accuracy on dog" in proc.stderr
 
 
-def test_monitor_fails_over_the_latency_bound(service: RunningService, labelled: Path) -> None:
+def test_monitor_fails_over_the_latency_bound(service: ServiceProcess, labelled: Path) -> None:
     proc = cli(MONITOR, "--url", service.url, "--images", str(labelled), "--max-p95-ms", "0.001")
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["failures"][0].startswith("p95 latency")
@@ -172,7 +173,7 @@ def test_monitor_exits_2_without_labelled_images(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ healthcheck
-def test_healthcheck_passes_when_ready_and_fails_when_down(service: RunningService) -> None:
+def test_healthcheck_passes_when_ready_and_fails_when_down(service: ServiceProcess) -> None:
     assert cli(HEALTH, "--url", f"{service.url}/ready").returncode == 0
     down = cli(HEALTH, "--url", f"http://127.0.0.1:{free_port()}/ready", "--timeout", "2")
     assert down.returncode == 1 and "unhealthy" in down.stderr

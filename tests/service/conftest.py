@@ -4,18 +4,10 @@ the service both in-process (ASGI TestClient) and as a real uvicorn subprocess."
 from __future__ import annotations
 
 import io
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 import onnx
 import pytest
@@ -30,6 +22,7 @@ from service.app import create_app
 from service.config import Settings
 from service.metadata import ModelMetadata
 from service.preprocessing import PreprocessSpec
+from tests.service_process import ServiceProcess, start_service, stop_service
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 32
@@ -110,76 +103,8 @@ def client(model_path: Path) -> Iterator[TestClient]:
         yield c
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    """A real `python -m service` process on 127.0.0.1."""
-
-    proc: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-    started: float = field(default_factory=time.monotonic)
-
-    def log_lines(self) -> list[dict[str, object]]:
-        lines = []
-        for raw in self.log_path.read_text().splitlines():
-            lines.append(json.loads(raw))  # every stdout line must be JSON
-        return lines
-
-    def wait_for_log(self, predicate, timeout: float = 10.0) -> dict[str, object]:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.log_lines():
-                if predicate(line):
-                    return line
-            time.sleep(0.05)
-        raise AssertionError(f"no matching log line within {timeout}s:\n{self.log_path.read_text()}")
-
-
-def start_server(python: str, model_path: Path, tmp_path: Path, **env: str) -> Server:
-    port = free_port()
-    log_path = tmp_path / f"server-{port}.log"
-    full_env = {
-        "PATH": os.environ.get("PATH", ""),
-        "MODEL_PATH": str(model_path),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        **env,
-    }
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen([python, "-m", "service"], cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(proc, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/ready", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"server not ready within 30 s:\n{log_path.read_text()}")
-
-
-def stop_server(server: Server) -> None:
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
-
-
 @pytest.fixture
-def server(model_path: Path, tmp_path: Path) -> Iterator[Server]:
-    srv = start_server(sys.executable, model_path, tmp_path, ADMIN_TOKEN="s3cret")
+def server(model_path: Path, tmp_path: Path) -> Iterator[ServiceProcess]:
+    srv = start_service(model_path, tmp_path, ADMIN_TOKEN="s3cret")
     yield srv
-    stop_server(srv)
+    stop_service(srv)

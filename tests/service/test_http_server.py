@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import BLUE, RED, Server, build_model, image_bytes, start_server, stop_server
+from tests.service.conftest import BLUE, RED, build_model, image_bytes
 from tests.service.test_bad_input import png_header_bomb
+from tests.service_process import ServiceProcess, free_port, start_service, stop_service
 
 
 def slow_batch(count: int) -> list[tuple[str, tuple[str, bytes]]]:
@@ -37,14 +38,14 @@ def read_response(sock: socket.socket) -> str:
     return data.decode(errors="replace")
 
 
-def metric(server: Server, name: str) -> float:
+def metric(server: ServiceProcess, name: str) -> float:
     for line in httpx.get(f"{server.url}/metrics").text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not exported")
 
 
-def test_predict_over_real_http_and_json_log_line(server: Server) -> None:
+def test_predict_over_real_http_and_json_log_line(server: ServiceProcess) -> None:
     response = httpx.post(
         f"{server.url}/predict", files={"file": ("a.jpg", image_bytes(BLUE))}, headers={"X-Request-ID": "http-rid-1"}
     )
@@ -58,8 +59,8 @@ def test_predict_over_real_http_and_json_log_line(server: Server) -> None:
         assert 'HTTP/1.1" 200' not in entry.get("message", "")
 
 
-def test_content_length_over_limit_is_413_before_the_body_is_sent(server: Server) -> None:
-    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
+def test_content_length_over_limit_is_413_before_the_body_is_sent(server: ServiceProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(
             b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 20000000\r\n\r\n"
         )  # announce 20 MB, send none of it
@@ -68,8 +69,8 @@ def test_content_length_over_limit_is_413_before_the_body_is_sent(server: Server
     assert '"payload_too_large"' in head
 
 
-def test_chunked_upload_is_cut_off_with_413_once_past_the_limit(server: Server) -> None:
-    port = int(server.url.rsplit(":", 1)[1])
+def test_chunked_upload_is_cut_off_with_413_once_past_the_limit(server: ServiceProcess) -> None:
+    port = server.port
     chunk = b"\xff" * 65536
     sent = 0
     with socket.socket() as sock:
@@ -93,7 +94,7 @@ def test_chunked_upload_is_cut_off_with_413_once_past_the_limit(server: Server) 
     assert sent < 20 * 1024 * 1024
 
 
-def test_decompression_bomb_is_refused_fast_with_bounded_server_memory(server: Server) -> None:
+def test_decompression_bomb_is_refused_fast_with_bounded_server_memory(server: ServiceProcess) -> None:
     def peak_rss_kb() -> int:
         status = Path(f"/proc/{server.proc.pid}/status").read_text()
         return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
@@ -109,7 +110,7 @@ def test_decompression_bomb_is_refused_fast_with_bounded_server_memory(server: S
 
 
 def test_over_the_in_flight_bound_answers_503_with_retry_after(model_path: Path, tmp_path: Path) -> None:
-    srv = start_server(sys.executable, model_path, tmp_path, MAX_IN_FLIGHT="1", MAX_BATCH_FILES="64")
+    srv = start_service(model_path, tmp_path, MAX_IN_FLIGHT="1", MAX_BATCH_FILES="64")
     try:
         results: dict[str, httpx.Response] = {}
         slow = threading.Thread(
@@ -132,11 +133,11 @@ def test_over_the_in_flight_bound_answers_503_with_retry_after(model_path: Path,
         after = httpx.post(f"{srv.url}/predict", files={"file": ("a.jpg", image_bytes())})
         assert after.status_code == 200  # the slot was given back
     finally:
-        stop_server(srv)
+        stop_service(srv)
 
 
 def test_sigterm_lets_the_in_flight_request_finish(model_path: Path, tmp_path: Path) -> None:
-    srv = start_server(sys.executable, model_path, tmp_path, MAX_BATCH_FILES="64")
+    srv = start_service(model_path, tmp_path, MAX_BATCH_FILES="64")
     results: dict[str, httpx.Response] = {}
     slow = threading.Thread(
         target=lambda: results.update(batch=httpx.post(f"{srv.url}/predict/batch", files=slow_batch(16), timeout=60))
@@ -163,7 +164,9 @@ def _swap_model(server_model: Path, **kwargs: object) -> None:
     (server_model.parent / "incoming.onnx").replace(server_model)  # atomic rename, as a deploy would
 
 
-def test_sighup_reloads_a_good_model_and_keeps_the_old_one_on_a_bad_one(server: Server, model_path: Path) -> None:
+def test_sighup_reloads_a_good_model_and_keeps_the_old_one_on_a_bad_one(
+    server: ServiceProcess, model_path: Path
+) -> None:
     _swap_model(model_path, version="v2")
     server.proc.send_signal(signal.SIGHUP)
     server.wait_for_log(lambda e: e.get("message") == "model reloaded" and e.get("model_version") == "v2")
@@ -184,7 +187,7 @@ def test_sighup_reloads_a_good_model_and_keeps_the_old_one_on_a_bad_one(server: 
     assert 'catsdogs_model_reloads_total{result="failure"} 1.0' in httpx.get(f"{server.url}/metrics").text
 
 
-def test_admin_reload_needs_the_token_and_validates_before_swapping(server: Server, model_path: Path) -> None:
+def test_admin_reload_needs_the_token_and_validates_before_swapping(server: ServiceProcess, model_path: Path) -> None:
     url = f"{server.url}/admin/reload"
     assert httpx.post(url).status_code == 401
     assert httpx.post(url, headers={"Authorization": "Bearer wrong"}).status_code == 403
@@ -209,13 +212,13 @@ def test_admin_reload_needs_the_token_and_validates_before_swapping(server: Serv
 
 
 def test_admin_reload_is_404_when_no_token_is_configured(model_path: Path, tmp_path: Path) -> None:
-    srv = start_server(sys.executable, model_path, tmp_path)
+    srv = start_service(model_path, tmp_path)
     try:
         response = httpx.post(f"{srv.url}/admin/reload", headers={"Authorization": "Bearer anything"})
         assert response.status_code == 404
         assert "ADMIN_TOKEN" in response.json()["detail"]
     finally:
-        stop_server(srv)
+        stop_service(srv)
 
 
 def test_bad_configuration_exits_with_a_message_naming_the_variable(model_path: Path, tmp_path: Path) -> None:
@@ -238,7 +241,7 @@ def test_bad_configuration_exits_with_a_message_naming_the_variable(model_path: 
 def test_missing_model_exits_non_zero_with_a_json_error_line(tmp_path: Path) -> None:
     import subprocess
 
-    from tests.service.conftest import REPO, free_port
+    from tests.service.conftest import REPO
 
     result = subprocess.run(
         [sys.executable, "-m", "service"],

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.service.conftest import RED, REPO, image_bytes, start_server, stop_server
+from tests.service.conftest import RED, REPO, image_bytes
+from tests.service_process import start_service, stop_service
 
 SERVE_PYTHON = Path(os.environ.get("SERVE_PYTHON", REPO / ".venv-serve" / "bin" / "python"))
 
@@ -43,7 +44,7 @@ def test_torch_and_onnx_are_not_importable_in_the_serve_environment() -> None:
 
 
 def test_service_starts_and_predicts_without_torch(model_path: Path, tmp_path: Path) -> None:
-    server = start_server(serve_python(), model_path, tmp_path)
+    server = start_service(model_path, tmp_path, python=serve_python())
     try:
         response = httpx.post(f"{server.url}/predict", files={"file": ("a.jpg", image_bytes(RED))})
         assert response.status_code == 200
@@ -63,4 +64,4 @@ def test_service_starts_and_predicts_without_torch(model_path: Path, tmp_path: P
         )
         assert loaded.stdout.strip() == "[]"
     finally:
-        stop_server(server)
+        stop_service(server)

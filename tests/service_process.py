@@ -1,0 +1,109 @@
+"""A real `python -m service` process on 127.0.0.1, for the tests that talk to it over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class ServiceProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def log_lines(self) -> list[dict[str, object]]:
+        return [json.loads(raw) for raw in self.log_path.read_text().splitlines()]  # every stdout line is JSON
+
+    def wait_for_log(self, predicate: Callable[[dict[str, object]], bool], timeout: float = 10.0) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log_lines():
+                if predicate(line):
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"no matching log line within {timeout} s:\n{self.log_tail()}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_status(url: str, timeout: float = 2.0) -> int:
+    """The status code, or 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def start_service(
+    model: Path,
+    log_dir: Path,
+    *,
+    python: str = sys.executable,
+    cwd: Path = REPO,
+    timeout: float = 60.0,
+    **env: str,
+) -> ServiceProcess:
+    """Start the service on a free port and return once /ready is 200.
+
+    The environment is only PATH plus what is passed, so the service's own defaults are what
+    gets tested; stdout and stderr go to `log_dir/service-<port>.log`.
+    """
+    port = free_port()
+    full_env = {
+        "PATH": os.environ.get("PATH", ""),
+        "MODEL_PATH": str(model),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **env,
+    }
+    log_path = log_dir / f"service-{port}.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen([python, "-m", "service"], cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    svc = ServiceProcess(proc, port, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"`python -m service` exited with {proc.returncode}:\n{svc.log_tail()}")
+        if http_status(f"{svc.url}/ready", timeout=1.0) == 200:
+            return svc
+        time.sleep(0.05)
+    stop_service(svc)
+    raise AssertionError(f"service not ready within {timeout:.0f} s:\n{svc.log_tail()}")
+
+
+def stop_service(svc: ServiceProcess) -> None:
+    """SIGTERM (graceful drain), then SIGKILL if it hangs."""
+    if svc.proc.poll() is None:
+        svc.proc.terminate()
+        try:
+            svc.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            svc.proc.kill()
+            svc.proc.wait(timeout=10)
