@@ -1,6 +1,9 @@
 """Open Inference Protocol (KServe V2) REST, so KServe and Triton HTTP clients work unchanged.
 
 https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/
+Tensors travel as JSON or, with Triton's binary tensor extension (what `tritonclient.http`
+sends by default), as raw little-endian bytes after a JSON header whose length is in the
+Inference-Header-Content-Length header.
 Errors keep the protocol's {"error": ...} key (plus our "detail").
 """
 
@@ -21,11 +24,12 @@ from service.metadata import INPUT_NAME, OUTPUT_NAME
 from service.model import OnnxModel
 
 SERVER_NAME = "catsdogs-service"
+BINARY_HEADER = "Inference-Header-Content-Length"
 SHAPE_HINT = "send inputs=[{{'name':'image','datatype':'FP32','shape':[N,3,{s},{s}],'data':[...]}}]"
 
 
 async def server_metadata(request: Request) -> JSONResponse:
-    return JSONResponse({"name": SERVER_NAME, "version": __version__, "extensions": []})
+    return JSONResponse({"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]})
 
 
 async def live(request: Request) -> JSONResponse:
@@ -87,32 +91,55 @@ async def infer(request: Request) -> Response:
         return model
     host: ModelHost = request.app.state.host
     max_batch = request.app.state.settings.max_batch_files
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding != "identity":
+        raise ApiError(
+            415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not accepted; send it uncompressed"
+        )
     with request.app.state.limiter.slot():
-        body = await request.body()
+        header, binary = _split_body(await request.body(), request.headers.get(BINARY_HEADER))
 
-        def work() -> tuple[dict[str, Any], np.ndarray]:
+        def work() -> tuple[dict[str, Any], np.ndarray, bool]:
             # Parsing megabytes of JSON numbers is CPU work too: keep it off the event loop.
-            payload = _parse(body)
-            batch = _input_tensor(payload, model.image_size, max_batch)
-            _check_outputs(payload)
-            return payload, host.infer(model, batch)
+            payload = _parse(header)
+            batch = _input_tensor(payload, binary, model.image_size, max_batch)
+            binary_out = _binary_output(payload)  # validates the requested outputs before any inference
+            return payload, host.infer(model, batch), binary_out
 
-        payload, probs = await host.run(work)
+        payload, probs, binary_out = await host.run(work)
+    request.state.record.batch_size = int(probs.shape[0])
+    output: dict[str, Any] = {"name": OUTPUT_NAME, "shape": list(probs.shape), "datatype": "FP32"}
     response: dict[str, Any] = {
         "model_name": request.path_params["name"],
         "model_version": model.metadata.model_version,
         "id": str(payload.get("id") or request.state.record.request_id),
-        "outputs": [
-            {
-                "name": OUTPUT_NAME,
-                "shape": list(probs.shape),
-                "datatype": "FP32",
-                "data": probs.reshape(-1).tolist(),
-            }
-        ],
+        "outputs": [output],
     }
-    request.state.record.batch_size = int(probs.shape[0])
-    return JSONResponse(response)
+    if not binary_out:
+        output["data"] = probs.reshape(-1).tolist()
+        return JSONResponse(response)
+    raw = probs.astype("<f4").tobytes()
+    output["parameters"] = {"binary_data_size": len(raw)}
+    head = json.dumps(response).encode()
+    return Response(head + raw, media_type="application/octet-stream", headers={BINARY_HEADER: str(len(head))})
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary tail). Without the header the whole body is JSON."""
+    if header_length is None:
+        return body, b""
+    try:
+        length = int(header_length)
+    except ValueError:
+        length = -1
+    if not 0 < length <= len(body):
+        raise ApiError(
+            400,
+            "invalid_header",
+            f"{BINARY_HEADER} is {header_length!r} but the body has {len(body)} bytes; "
+            "it must give the length of the JSON part that starts the body",
+        )
+    return body[:length], body[length:]
 
 
 def _parse(body: bytes) -> dict[str, Any]:
@@ -125,7 +152,7 @@ def _parse(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def _input_tensor(payload: dict[str, Any], size: int, max_batch: int) -> np.ndarray:
+def _input_tensor(payload: dict[str, Any], binary: bytes, size: int, max_batch: int) -> np.ndarray:
     hint = SHAPE_HINT.format(s=size)
     inputs = payload["inputs"]
     if len(inputs) != 1 or not isinstance(inputs[0], dict):
@@ -146,25 +173,52 @@ def _input_tensor(payload: dict[str, Any], size: int, max_batch: int) -> np.ndar
         raise ApiError(
             400, "invalid_shape", f"shape {shape!r} is not [N,3,{size},{size}] with 1 <= N <= {max_batch}; {hint}"
         )
-    if "data" not in tensor:
-        raise ApiError(400, "missing_data", f"input {INPUT_NAME!r} has no 'data'; {hint}")
-    try:
-        array = np.asarray(tensor["data"], dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise ApiError(400, "invalid_data", f"'data' must hold numbers only, flat or nested ({exc})") from exc
-    if array.size != int(np.prod(shape)):
-        raise ApiError(
-            400, "invalid_shape", f"'data' holds {array.size} values but shape {shape} needs {int(np.prod(shape))}"
-        )
+    count = int(np.prod(shape))
+    array = _binary_data(tensor, binary, count) if _parameters(tensor).get("binary_data_size") is not None else None
+    if array is None:
+        if binary:
+            raise ApiError(400, "invalid_binary", f"{len(binary)} bytes follow the JSON but no input declares them")
+        array = _json_data(tensor, hint)
+    if array.size != count:
+        raise ApiError(400, "invalid_shape", f"'data' holds {array.size} values but shape {shape} needs {count}")
     if not np.all(np.isfinite(array)):
         raise ApiError(400, "invalid_data", "'data' contains NaN or infinity; send finite normalised pixel values")
     return np.ascontiguousarray(array.reshape(shape))
 
 
-def _check_outputs(payload: dict[str, Any]) -> None:
+def _json_data(tensor: dict[str, Any], hint: str) -> np.ndarray:
+    if "data" not in tensor:
+        raise ApiError(400, "missing_data", f"input {INPUT_NAME!r} has no 'data'; {hint}")
+    try:
+        return np.asarray(tensor["data"], dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ApiError(400, "invalid_data", f"'data' must hold numbers only, flat or nested ({exc})") from exc
+
+
+def _binary_data(tensor: dict[str, Any], binary: bytes, count: int) -> np.ndarray:
+    declared = _parameters(tensor)["binary_data_size"]
+    want = count * 4  # FP32
+    if declared != want or len(binary) != want:
+        raise ApiError(
+            400,
+            "invalid_binary",
+            f"binary_data_size is {declared!r} and {len(binary)} bytes follow the JSON, but the shape "
+            f"needs exactly {want} bytes of little-endian float32",
+        )
+    return np.frombuffer(binary, dtype="<f4")
+
+
+def _parameters(item: dict[str, Any]) -> dict[str, Any]:
+    parameters = item.get("parameters")
+    return parameters if isinstance(parameters, dict) else {}
+
+
+def _binary_output(payload: dict[str, Any]) -> bool:
+    """Whether the client asked for the output as raw bytes; an output's own flag beats the request's."""
+    binary = _parameters(payload).get("binary_data_output") is True
     wanted = payload.get("outputs")
     if wanted is None:
-        return
+        return binary
     names = (
         [o.get("name") for o in wanted]
         if isinstance(wanted, list) and all(isinstance(o, dict) for o in wanted)
@@ -172,6 +226,18 @@ def _check_outputs(payload: dict[str, Any]) -> None:
     )
     if names is None or any(name != OUTPUT_NAME for name in names):
         raise ApiError(400, "unknown_output", f"requested outputs {names!r}; this model only has {OUTPUT_NAME!r}")
+    for requested in wanted:
+        parameters = _parameters(requested)
+        if parameters.get("class_count"):
+            raise ApiError(
+                400,
+                "unsupported_parameter",
+                "the classification extension (class_count) is not supported; "
+                f"read the class names from GET /v2/models/{{name}} and take the argmax of {OUTPUT_NAME!r}",
+            )
+        if "binary_data" in parameters:
+            binary = parameters["binary_data"] is True
+    return binary
 
 
 def routes() -> list[Route]:

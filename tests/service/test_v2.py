@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from starlette.testclient import TestClient
@@ -22,7 +24,7 @@ def infer_request(batch: np.ndarray, nested: bool = False) -> dict:  # type: ign
 
 def test_server_metadata_and_health(client: TestClient) -> None:
     meta = client.get("/v2").json()
-    assert meta["name"] and meta["version"] and meta["extensions"] == []
+    assert meta["name"] and meta["version"] and meta["extensions"] == ["binary_tensor_data"]
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
 
@@ -104,3 +106,107 @@ def test_infer_batch_over_cap_is_400(model_path) -> None:  # type: ignore[no-unt
     with TestClient(create_app(make_settings(model_path, max_batch_files=2))) as c:
         response = c.post("/v2/models/cats-dogs/infer", json=infer_request(tensor([RED, RED, RED])))
         assert response.status_code == 400 and response.json()["error"] == "invalid_shape"
+
+
+def binary_request(batch: np.ndarray, **request: object) -> tuple[bytes, dict[str, str]]:
+    """Triton's binary tensor extension: a JSON header, then the raw float32 bytes."""
+    raw = batch.astype("<f4").tobytes()
+    tensor = {
+        "name": "image",
+        "shape": list(batch.shape),
+        "datatype": "FP32",
+        "parameters": {"binary_data_size": len(raw)},
+    }
+    head = json.dumps({"inputs": [tensor], **request}).encode()
+    return head + raw, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+
+
+def split_binary_response(response) -> tuple[dict, bytes]:  # type: ignore[no-untyped-def, type-arg]
+    length = int(response.headers["inference-header-content-length"])
+    return json.loads(response.content[:length]), response.content[length:]
+
+
+def test_binary_input_gives_the_same_probabilities_as_json(client: TestClient) -> None:
+    batch = tensor([RED, BLUE])
+    as_json = np.array(
+        client.post("/v2/models/cats-dogs/infer", json=infer_request(batch)).json()["outputs"][0]["data"]
+    )
+    body, headers = binary_request(batch)
+    response = client.post("/v2/models/cats-dogs/infer", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    (out,) = response.json()["outputs"]  # no binary output asked for: JSON back
+    assert np.array_equal(np.array(out["data"]), as_json)
+
+
+@pytest.mark.parametrize(
+    "ask",
+    [
+        {"parameters": {"binary_data_output": True}},
+        {"outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]},
+        {
+            "parameters": {"binary_data_output": False},
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+        },
+    ],
+)
+def test_binary_output_when_asked_per_request_or_per_output(client: TestClient, ask: dict) -> None:  # type: ignore[type-arg]
+    body, headers = binary_request(tensor([RED, BLUE]), **ask)
+    response = client.post("/v2/models/cats-dogs/infer", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/octet-stream"
+    head, raw = split_binary_response(response)
+    (out,) = head["outputs"]
+    assert "data" not in out and out["parameters"] == {"binary_data_size": 16} and out["shape"] == [2, 2]
+    probs = np.frombuffer(raw, dtype="<f4").reshape(2, 2)
+    assert probs[0, 0] > 0.5 > probs[1, 0]
+
+
+def test_an_output_can_opt_out_of_the_requests_binary_default(client: TestClient) -> None:
+    ask = {
+        "parameters": {"binary_data_output": True},
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": False}}],
+    }
+    body, headers = binary_request(tensor([RED]), **ask)
+    response = client.post("/v2/models/cats-dogs/infer", content=body, headers=headers)
+    assert response.status_code == 200 and "inference-header-content-length" not in response.headers
+    assert len(response.json()["outputs"][0]["data"]) == 2
+
+
+@pytest.mark.parametrize(
+    "tamper,code",
+    [
+        (lambda body, headers: (body[:-4], headers), "invalid_binary"),  # a pixel short
+        (lambda body, headers: (body + b"\0\0\0\0", headers), "invalid_binary"),  # trailing bytes
+        (lambda body, headers: (body, headers | {"Inference-Header-Content-Length": "abc"}), "invalid_header"),
+        (
+            lambda body, headers: (body, headers | {"Inference-Header-Content-Length": str(len(body) + 1)}),
+            "invalid_header",
+        ),
+        (lambda body, headers: (body, headers | {"Inference-Header-Content-Length": "0"}), "invalid_header"),
+        (lambda body, headers: (body, headers | {"Inference-Header-Content-Length": "10"}), "invalid_json"),
+    ],
+)
+def test_malformed_binary_requests_are_400(client: TestClient, tamper, code: str) -> None:  # type: ignore[no-untyped-def]
+    body, headers = tamper(*binary_request(tensor([RED])))
+    response = client.post("/v2/models/cats-dogs/infer", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == code
+
+
+def test_bytes_after_a_json_tensor_are_400(client: TestClient) -> None:
+    head = json.dumps(infer_request(tensor([RED]))).encode()
+    response = client.post(
+        "/v2/models/cats-dogs/infer",
+        content=head + b"\0" * 8,
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
+    assert response.status_code == 400 and response.json()["error"] == "invalid_binary"
+
+
+def test_classification_extension_and_compressed_bodies_are_refused_clearly(client: TestClient) -> None:
+    request = infer_request(tensor([RED])) | {"outputs": [{"name": "probabilities", "parameters": {"class_count": 1}}]}
+    response = client.post("/v2/models/cats-dogs/infer", json=request)
+    assert response.status_code == 400 and response.json()["error"] == "unsupported_parameter"
+    assert "class_count" in response.json()["detail"]
+    gzipped = client.post("/v2/models/cats-dogs/infer", content=b"\x1f\x8b", headers={"Content-Encoding": "gzip"})
+    assert gzipped.status_code == 415 and "uncompressed" in gzipped.json()["detail"]
