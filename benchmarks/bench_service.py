@@ -331,6 +331,7 @@ def measure(
 def describe_host(model: Path) -> str:
     """CPU, core count and the model's own 1-thread cost: what makes runs on different boxes comparable."""
     import numpy as np
+    from bench_model import time_batches  # this script's own folder is on sys.path
 
     from service.model import SessionTuning, load_model
 
@@ -338,13 +339,8 @@ def describe_host(model: Path) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "unknown CPU")
     loaded = load_model(model, SessionTuning(intra_op_threads=1, inter_op_threads=1))
     size = loaded.image_size
-    batch = np.zeros((1, 3, size, size), dtype=np.float32)
-    timings = []
-    for _ in range(300):
-        start = time.perf_counter()
-        loaded.predict(batch)
-        timings.append(time.perf_counter() - start)
-    model_ms = statistics.median(timings[50:]) * 1000
+    timings = time_batches(loaded, [np.zeros((1, 3, size, size), dtype=np.float32)], 300)
+    model_ms = statistics.median(timings[50:])  # the first runs warm caches up
     return f"host: {cpu}, {len(os.sched_getaffinity(0))} CPUs; the model alone: {model_ms:.2f} ms per image on 1 thread"
 
 

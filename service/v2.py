@@ -174,10 +174,12 @@ def _input_tensor(payload: dict[str, Any], binary: bytes, size: int, max_batch: 
             400, "invalid_shape", f"shape {shape!r} is not [N,3,{size},{size}] with 1 <= N <= {max_batch}; {hint}"
         )
     count = int(np.prod(shape))
-    array = _binary_data(tensor, binary, count) if _parameters(tensor).get("binary_data_size") is not None else None
-    if array is None:
-        if binary:
-            raise ApiError(400, "invalid_binary", f"{len(binary)} bytes follow the JSON but no input declares them")
+    declared = _parameters(tensor).get("binary_data_size")
+    if declared is not None:
+        array = _binary_data(declared, binary, count)
+    elif binary:
+        raise ApiError(400, "invalid_binary", f"{len(binary)} bytes follow the JSON but no input declares them")
+    else:
         array = _json_data(tensor, hint)
     if array.size != count:
         raise ApiError(400, "invalid_shape", f"'data' holds {array.size} values but shape {shape} needs {count}")
@@ -195,8 +197,7 @@ def _json_data(tensor: dict[str, Any], hint: str) -> np.ndarray:
         raise ApiError(400, "invalid_data", f"'data' must hold numbers only, flat or nested ({exc})") from exc
 
 
-def _binary_data(tensor: dict[str, Any], binary: bytes, count: int) -> np.ndarray:
-    declared = _parameters(tensor)["binary_data_size"]
+def _binary_data(declared: object, binary: bytes, count: int) -> np.ndarray:
     want = count * 4  # FP32
     if declared != want or len(binary) != want:
         raise ApiError(

@@ -14,7 +14,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from service.preprocessing import normalize
-from tests.service.conftest import BLUE, IMAGE_SIZE, RED, SPEC
+from tests.service.conftest import BLUE, IMAGE_SIZE, RED, SPEC, build_model
 from tests.service_process import ServiceProcess, start_service, stop_service
 
 MODEL = "cats-dogs"
@@ -22,8 +22,6 @@ MODEL = "cats-dogs"
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    from tests.service.conftest import build_model
-
     work = tmp_path_factory.mktemp("triton")
     svc = start_service(build_model(work / "model.onnx", version="v7"), work)
     yield svc
