@@ -23,7 +23,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from service import docs, ops, predict, v2
 from service.config import Settings
-from service.errors import ApiError, api_error_handler, error_response, http_error_handler
+from service.errors import ApiError, api_error_handler, error_response, http_error_handler, internal_error_handler
 from service.host import ModelHost
 from service.limits import InFlightLimiter, UploadLimitMiddleware
 from service.metrics import Metrics
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ApiError: api_error_handler,
             HTTPException: http_error_handler,
             ModelError: _model_error_handler,
+            Exception: internal_error_handler,  # Starlette runs this one outermost, for anything unhandled
         },
         lifespan=lifespan,
     )

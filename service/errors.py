@@ -2,6 +2,8 @@
 
 Handlers raise ApiError; the exception handlers here turn it (and Starlette's
 own 404/405/400) into that JSON body and note a rejection reason for metrics.
+Anything else that escapes a handler is a bug: the client still gets the same
+shape, as a 500, and the traceback goes to the log, never into the response.
 """
 
 from __future__ import annotations
@@ -81,3 +83,17 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     detail = hint if exc.detail in (None, "", HTTPStatus(exc.status_code).phrase) else f"{exc.detail}; {hint}"
     mark_rejection(request, exc.status_code)
     return error_response(exc.status_code, code, detail, exc.headers)
+
+
+async def internal_error_handler(request: Request, exc: Exception) -> Response:
+    """Last resort for an unexpected exception. Starlette re-raises it afterwards, so the
+    server logs the traceback (as JSON) and the request's telemetry records the 500."""
+    record = getattr(request.state, "record", None)
+    request_id = record.request_id if record is not None else "unknown"
+    return error_response(
+        500,
+        "internal_error",
+        f"the service hit an unexpected internal error; retry, and if it persists give the operators "
+        f"request id {request_id} (the server log has the traceback)",
+        {"X-Request-ID": request_id} if record is not None else None,
+    )

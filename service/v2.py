@@ -183,8 +183,16 @@ def _input_tensor(payload: dict[str, Any], binary: bytes, size: int, max_batch: 
         array = _json_data(tensor, hint)
     if array.size != count:
         raise ApiError(400, "invalid_shape", f"'data' holds {array.size} values but shape {shape} needs {count}")
-    if not np.all(np.isfinite(array)):
-        raise ApiError(400, "invalid_data", "'data' contains NaN or infinity; send finite normalised pixel values")
+    flat = array.reshape(-1)  # nested JSON data arrives N-dimensional
+    bad = np.flatnonzero(~np.isfinite(flat))
+    if bad.size:
+        # A NaN would come back as NaN probabilities and an arbitrary argmax: refuse it instead.
+        raise ApiError(
+            400,
+            "invalid_data",
+            f"'data' holds {bad.size} non-finite values (value #{bad[0]} is {flat[bad[0]]}); NaN, infinity and "
+            "numbers beyond the FP32 range are not pixels: send finite normalised pixel values",
+        )
     return np.ascontiguousarray(array.reshape(shape))
 
 
@@ -192,7 +200,8 @@ def _json_data(tensor: dict[str, Any], hint: str) -> np.ndarray:
     if "data" not in tensor:
         raise ApiError(400, "missing_data", f"input {INPUT_NAME!r} has no 'data'; {hint}")
     try:
-        return np.asarray(tensor["data"], dtype=np.float32)
+        with np.errstate(over="ignore"):  # 1e39 overflows FP32 to inf, which the finiteness check then names
+            return np.asarray(tensor["data"], dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise ApiError(400, "invalid_data", f"'data' must hold numbers only, flat or nested ({exc})") from exc
 

@@ -210,3 +210,42 @@ def test_classification_extension_and_compressed_bodies_are_refused_clearly(clie
     assert "class_count" in response.json()["detail"]
     gzipped = client.post("/v2/models/cats-dogs/infer", content=b"\x1f\x8b", headers={"Content-Encoding": "gzip"})
     assert gzipped.status_code == 415 and "uncompressed" in gzipped.json()["detail"]
+
+
+def nan_json_body(value: float, nested: bool = False) -> bytes:
+    """json.dumps writes NaN/Infinity literals, as non-strict clients (and Python's own json) do."""
+    batch = tensor([RED, BLUE])
+    data = batch.tolist() if nested else batch.reshape(-1).tolist()
+    target = data[1][2][5] if nested else data
+    target[7] = value
+    request = {"inputs": [{"name": "image", "shape": list(batch.shape), "datatype": "FP32", "data": data}]}
+    return json.dumps(request).encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        nan_json_body(float("nan")),
+        nan_json_body(float("inf")),
+        nan_json_body(float("-inf"), nested=True),
+        nan_json_body(1e39),  # finite in JSON, infinite once cast to FP32
+    ],
+    ids=["nan", "inf", "minus-inf-nested", "beyond-fp32"],
+)
+def test_non_finite_json_values_are_400_naming_the_problem(client: TestClient, body: bytes) -> None:
+    response = client.post("/v2/models/cats-dogs/infer", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"error", "detail"}
+    assert response.json()["error"] == "invalid_data"
+    assert "1 non-finite" in response.json()["detail"] and "finite normalised pixel values" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_binary_values_are_400(client: TestClient, value: float) -> None:
+    batch = tensor([RED, BLUE])
+    batch[1, 0, 3, 4] = value
+    body, headers = binary_request(batch)
+    response = client.post("/v2/models/cats-dogs/infer", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_data"
+    assert f"value #{IMAGE_SIZE * IMAGE_SIZE * 3 + 3 * IMAGE_SIZE + 4} is" in response.json()["detail"]
