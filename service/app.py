@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.metrics = metrics
     app.state.host = host
     app.state.limiter = InFlightLimiter(settings.max_in_flight)
-    app.state.openapi = docs.openapi_spec()
+    app.state.openapi = docs.openapi_spec(settings)
     return app
 
 

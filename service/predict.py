@@ -201,16 +201,15 @@ async def _read_many(request: Request, max_files: int) -> list[Upload]:
         raise ApiError(415, "unsupported_media", f"/predict/batch takes multipart/form-data; {hint}")
     # One over the cap so we can tell "too many" from parse errors without reading an unbounded count.
     form = await request.form(max_files=max_files + 1, max_fields=max_files + 16)
-    fields = [value for key, value in form.multi_items() if key in ("file", "files")]
+    fields = form.getlist("file")
     if not fields:
-        raise ApiError(400, "missing_field", f"no 'file' fields in the form; {hint}")
+        raise ApiError(400, "missing_field", f"no 'file' fields in the form (got {sorted(form.keys())}); {hint}")
     if len(fields) > max_files:
         raise ApiError(413, "too_many_files", f"more than {max_files} files in one batch; {hint}")
     uploads = []
     for value in fields:
-        if isinstance(value, UploadFile):
-            uploads.append(Upload(await value.read(), value.filename))
-        else:
-            uploads.append(Upload(value.encode(), None))  # a text field: decoding will report it as not an image
+        if not isinstance(value, UploadFile):
+            raise ApiError(400, "missing_field", f"a 'file' field is text, not a file upload; {hint}")
+        uploads.append(Upload(await value.read(), value.filename))
     await form.close()
     return uploads

@@ -137,6 +137,16 @@ def test_batch_without_files_is_400(client: TestClient) -> None:
     assert_error(client.post("/predict/batch", files={"other": ("a.jpg", image_bytes())}), 400, "missing_field")
 
 
+def test_batch_takes_only_the_file_field_name_the_spec_documents(client: TestClient) -> None:
+    body = assert_error(client.post("/predict/batch", files={"files": ("a.jpg", image_bytes())}), 400, "missing_field")
+    assert "-F file=@a.jpg" in body["detail"] and "['files']" in body["detail"]
+
+
+def test_batch_with_a_text_file_field_is_400_not_a_per_file_result(client: TestClient) -> None:
+    response = client.post("/predict/batch", data={"file": "{}"}, files={"file": ("a.jpg", image_bytes())})
+    assert "text, not a file upload" in assert_error(response, 400, "missing_field")["detail"]
+
+
 def test_batch_over_file_cap_is_413(model_path) -> None:  # type: ignore[no-untyped-def]
     from service.app import create_app
     from tests.service.conftest import make_settings
