@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
+import math
+import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,9 +16,29 @@ from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from tests.shared_data import FULL_ZIP
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "deploy" / "samples"
+PREDICTIONS = REPO / "reports" / "eval" / "predictions.csv"  # evaluate's per-image record of the test split
+
+
+@dataclass(frozen=True)
+class ReleaseBar:
+    accuracy: float  # on the whole 2,000-image test split
+    class_accuracy: float  # each class on its own
+    max_model_bytes: int
+
+
+# The one place the release bar lives: raise it here when a better model ships.
+RELEASE_BAR = ReleaseBar(accuracy=0.95, class_accuracy=0.94, max_model_bytes=10 * 1024 * 1024)
+# Re-measured photos per class: 2 x 200 decodes and inferences keep this test to seconds.
+SAMPLE_PER_CLASS = 200
+# A fixed sample can land below the full split by chance. Allow two standard errors of the sample
+# accuracy (without replacement from 1,000 per class / 2,000 overall): a model exactly at the bar
+# then fails about 2.3% of possible samples, while a broken preprocessing path, a swapped model or a
+# model a few points worse fails for sure. The committed full-split record is held to the bar exactly.
+STANDARD_ERRORS = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +78,98 @@ def test_model_card_quotes_the_bundled_models_own_metrics() -> None:
         assert f"| actual {label} | " + " | ".join(str(n) for n in row) + " |" in card
 
 
-def test_bundled_model_meets_the_release_bar() -> None:
-    """What a fresh clone serves must stay ≥95% on the test split, ≥94% per class, ≤10 MB."""
-    metrics = json.loads((REPO / "models" / "metrics.json").read_text())
-    assert metrics["images"] >= 2000
-    assert metrics["accuracy"] >= 0.95
-    assert all(report["accuracy"] >= 0.94 for report in metrics["per_class"].values())
-    assert (REPO / "models" / "model.onnx").stat().st_size <= 10 * 1024 * 1024
+def test_bundled_model_file_is_within_the_release_size() -> None:
+    assert (REPO / "models" / "model.onnx").stat().st_size <= RELEASE_BAR.max_model_bytes
+
+
+@dataclass(frozen=True)
+class HeldOutPhoto:
+    path: str  # as evaluate wrote it: <label>/<sha256 of the bytes>.jpg
+    label: str
+    recorded_probability: float  # of the last class, rounded to 6 places by evaluate
+    data: bytes
+
+
+@pytest.fixture(scope="module")
+def recorded_split() -> list[dict[str, str]]:
+    """One row per test photo: path, actual, predicted, p_<last class>."""
+    with PREDICTIONS.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def held_out(recorded_split: list[dict[str, str]]) -> list[HeldOutPhoto]:
+    """SAMPLE_PER_CLASS test photos per class, the lowest sha256 first: a random sample fixed by content.
+
+    predictions.csv names the test split by content hash; the bytes come from the shared archive.
+    """
+    assert FULL_ZIP.exists(), f"{FULL_ZIP} is missing: the release bar is re-measured on its test photos"
+    rows = recorded_split
+    probability_column = next(key for key in rows[0] if key.startswith("p_"))
+    chosen = {
+        row["path"].split("/")[1].split(".")[0]: row
+        for label in sorted({row["actual"] for row in rows})
+        for row in sorted((r for r in rows if r["actual"] == label), key=lambda r: r["path"])[:SAMPLE_PER_CLASS]
+    }
+    photos = []
+    with zipfile.ZipFile(FULL_ZIP) as archive:
+        for name in archive.namelist():
+            data = archive.read(name)
+            row = chosen.get(hashlib.sha256(data).hexdigest())
+            if row is not None:
+                assert Path(name).name.startswith(row["actual"] + "."), f"{name} is filed as {row['actual']}"
+                photos.append(HeldOutPhoto(row["path"], row["actual"], float(row[probability_column]), data))
+    assert len(photos) == len(chosen), f"{len(chosen) - len(photos)} sampled test photos are not in {FULL_ZIP}"
+    return sorted(photos, key=lambda photo: photo.path)
+
+
+@pytest.fixture(scope="module")
+def served(bundled: TestClient, held_out: list[HeldOutPhoto]) -> list[dict]:  # type: ignore[type-arg]
+    """Each photo's /predict/batch result: upload, decode, resize, normalise and infer, all the service's."""
+    results = []
+    chunk = Settings().max_batch_files
+    for start in range(0, len(held_out), chunk):
+        files = [("file", (photo.path, photo.data, "image/jpeg")) for photo in held_out[start : start + chunk]]
+        response = bundled.post("/predict/batch", files=files)
+        assert response.status_code == 200, response.text
+        results += response.json()["results"]
+    assert [result["filename"] for result in results] == [photo.path for photo in held_out]
+    return results
+
+
+def floor(bar: float, sample: int, population: int) -> float:
+    """The bar less STANDARD_ERRORS standard errors of a sample accuracy drawn without replacement."""
+    error = math.sqrt(bar * (1 - bar) / sample * (population - sample) / (population - 1))
+    return bar - STANDARD_ERRORS * error
+
+
+def test_bundled_model_meets_the_release_bar_on_test_photos_it_serves(
+    recorded_split: list[dict[str, str]], held_out: list[HeldOutPhoto], served: list[dict]  # type: ignore[type-arg]
+) -> None:
+    labels = [row["actual"] for row in recorded_split]
+    population = {label: labels.count(label) for label in set(labels)}
+    right = [result["predicted_class"] == photo.label for photo, result in zip(held_out, served, strict=True)]
+    accuracy = sum(right) / len(right)
+    assert accuracy >= floor(RELEASE_BAR.accuracy, len(right), sum(population.values())), accuracy
+    for label, total in population.items():
+        mine = [ok for ok, photo in zip(right, held_out, strict=True) if photo.label == label]
+        class_accuracy = sum(mine) / len(mine)
+        assert class_accuracy >= floor(RELEASE_BAR.class_accuracy, len(mine), total), (label, class_accuracy)
+
+
+def test_committed_test_predictions_are_the_served_models_and_meet_the_bar(
+    bundled: TestClient,
+    recorded_split: list[dict[str, str]],
+    held_out: list[HeldOutPhoto],
+    served: list[dict],  # type: ignore[type-arg]
+) -> None:
+    """predictions.csv covers the whole test split; it counts only if the service reproduces it."""
+    classes = bundled.get("/model").json()["classes"]
+    for photo, result in zip(held_out, served, strict=True):
+        assert result["probabilities"][classes[-1]] == pytest.approx(photo.recorded_probability, abs=1e-4), photo.path
+    assert len(recorded_split) >= 2000
+    right = sum(row["actual"] == row["predicted"] for row in recorded_split)
+    assert right / len(recorded_split) >= RELEASE_BAR.accuracy
+    for label in classes:
+        mine = [row for row in recorded_split if row["actual"] == label]
+        assert sum(row["predicted"] == label for row in mine) / len(mine) >= RELEASE_BAR.class_accuracy, label
