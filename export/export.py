@@ -22,7 +22,7 @@ from export.parity import check_parity
 from service.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
 from service.preprocessing import PreprocessSpec
 from training.dataset import split_images
-from training.model import WithSoftmax, build_model
+from training.model import WithSoftmax, model_from_checkpoint
 from training.params import load_params
 
 BEST_MODEL = Path("models/best_model.pth")
@@ -35,9 +35,7 @@ log = logging.getLogger("export")
 def load_checkpoint(path: Path, flip_tta: bool) -> tuple[torch.nn.Module, dict]:
     """Rebuild the exported module (softmax and optional flip-TTA included) from a weights-only checkpoint."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    net = build_model(len(checkpoint["classes"]), checkpoint["width"], checkpoint["dropout"])
-    net.load_state_dict(checkpoint["state_dict"])
-    return WithSoftmax(net, flip_tta).eval(), checkpoint
+    return WithSoftmax(model_from_checkpoint(checkpoint), flip_tta).eval(), checkpoint
 
 
 def to_onnx(model: torch.nn.Module, image_size: int, opset: int) -> onnx.ModelProto:

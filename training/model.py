@@ -1,15 +1,25 @@
-"""A compact residual CNN, trained from scratch.
+"""The networks `model.arch` picks, and the exported wrapper around them.
 
-Takes the normalised float NCHW tensor that service.preprocessing.normalize
-produces and returns logits. Three stages halve the resolution and double
-the width; each stage is conv -> residual conv pair, so a 64 px input ends
-as a 4x4 map that global pooling turns into one vector.
+Every net takes the normalised float NCHW tensor that service.preprocessing.normalize
+produces and returns logits.
+
+- `cnn`: a compact residual CNN trained from scratch. Three stages halve the
+  resolution and double the width; each stage is conv -> residual conv pair.
+- `efficientnet_lite0`: EfficientNet-Lite0 (training/efficientnet_lite.py) with a
+  new head, from ImageNet weights when `model.pretrained`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import torch
 from torch import nn
+
+from training import efficientnet_lite
+
+ARCHS = ("cnn", "efficientnet_lite0")
 
 
 def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
@@ -51,8 +61,47 @@ class CatsDogsNet(nn.Module):
         return self.head(self.features(x))
 
 
-def build_model(num_classes: int, width: int, dropout: float) -> nn.Module:
-    return CatsDogsNet(num_classes, width, dropout)
+def build_model(
+    num_classes: int,
+    width: int = 16,
+    dropout: float = 0.1,
+    *,
+    arch: str = "cnn",
+    pretrained: bool = False,
+    frozen_blocks: int = 0,
+) -> nn.Module:
+    """The `model` section of params.yaml as a module. `width` is the cnn's; the rest apply to efficientnet_lite0."""
+    if arch == "cnn":
+        if pretrained or frozen_blocks:
+            raise ValueError("model.arch cnn trains from scratch: set model.pretrained false and model.frozen_blocks 0")
+        return CatsDogsNet(num_classes, width, dropout)
+    if arch == "efficientnet_lite0":
+        return efficientnet_lite.build(num_classes, dropout, pretrained, frozen_blocks)
+    raise ValueError(f"model.arch must be one of {ARCHS}, got {arch!r}")
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
+    """The trained net a checkpoint holds, rebuilt from its recorded `model` params (no ImageNet download)."""
+    spec = checkpoint["model"]
+    net = build_model(len(checkpoint["classes"]), spec["width"], spec["dropout"], arch=spec["arch"])
+    net.load_state_dict(checkpoint["state_dict"])
+    return net
+
+
+def parameter_groups(model: nn.Module, pretrained: bool, lr: float, backbone_lr: float) -> list[dict[str, Any]]:
+    """Fresh layers learn at `lr`; ImageNet layers at `backbone_lr`, so fine-tuning adapts, not overwrites, them."""
+    head, backbone = [], []
+    for name, parameter in model.named_parameters():
+        fresh = not pretrained or name.startswith("classifier.")
+        (head if fresh else backbone).append(parameter)
+    groups = [{"params": head, "lr": lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": backbone_lr})
+    return groups
+
+
+def pretrained_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
+    return (p for name, p in model.named_parameters() if not name.startswith("classifier."))
 
 
 class WithSoftmax(nn.Module):

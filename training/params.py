@@ -30,6 +30,9 @@ class SplitParams:
 
 @dataclass(frozen=True)
 class ModelParams:
+    arch: str
+    pretrained: bool
+    frozen_blocks: int
     width: int
     dropout: float
 
@@ -37,8 +40,10 @@ class ModelParams:
 @dataclass(frozen=True)
 class TrainParams:
     epochs: int
+    head_only_epochs: int
     batch_size: int
     lr: float
+    backbone_lr: float
     weight_decay: float
     label_smoothing: float
     scale_min: float
@@ -59,6 +64,14 @@ class ExportParams:
 
 
 @dataclass(frozen=True)
+class QuantizeParams:
+    enabled: bool
+    calibration_images: int
+    min_agreement: float
+    max_accuracy_drop: float
+
+
+@dataclass(frozen=True)
 class MlflowParams:
     experiment: str
 
@@ -71,6 +84,7 @@ class Params:
     model: ModelParams
     train: TrainParams
     export: ExportParams
+    quantize: QuantizeParams
     mlflow: MlflowParams
 
 
@@ -96,5 +110,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         model=_section(ModelParams, raw, "model"),
         train=_section(TrainParams, raw, "train"),
         export=_section(ExportParams, raw, "export"),
+        quantize=_section(QuantizeParams, raw, "quantize"),
         mlflow=_section(MlflowParams, raw, "mlflow"),
     )

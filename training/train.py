@@ -1,8 +1,10 @@
-"""Train the CNN from the prepared uint8 caches. `python -m training.train`
+"""Train the net `model.arch` names from the prepared uint8 caches. `python -m training.train`
 
 One readable loop: batched augmentation -> the shared normalize() -> model,
-one-cycle schedule, label smoothing, validation through the exact serving
+one-cycle schedule with per-group learning rates (fresh head vs ImageNet
+backbone), label smoothing, validation through the exact serving
 preprocessing, best-by-val-accuracy checkpoint, resumable after interruption.
+Uses CUDA with bf16 autocast when present; the same code runs on the CPU.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from torch import nn
 from tqdm import tqdm
 
 from service.preprocessing import PreprocessSpec, normalize
+from training import efficientnet_lite
 from training.augment import augment
-from training.model import build_model
+from training.model import build_model, model_from_checkpoint, parameter_groups, pretrained_parameters
 from training.params import Params, load_params
 from training.prepare import PREPARED_DIR, load_split
 from training.tracking import tracked_run
@@ -61,10 +64,29 @@ def evaluate_cached(
     for start in range(0, len(labels), EVAL_BATCH):
         x = to_input(images[start : start + EVAL_BATCH], spec, device)
         y = torch.from_numpy(labels[start : start + EVAL_BATCH]).to(device)
-        logits = model(x)
+        with autocast(device):
+            logits = model(x).float()
         total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
     return total_loss / len(labels), correct / len(labels)
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bf16 mixed precision on CUDA (no loss scaling needed); a no-op on the CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def check_normalisation(params: Params) -> None:
+    """Pretrained weights only work on inputs normalised the way they were trained."""
+    spec = params.preprocess
+    if params.model.arch == "efficientnet_lite0" and params.model.pretrained:
+        expected = (efficientnet_lite.MEAN, efficientnet_lite.STD)
+        if not np.allclose((spec.mean, spec.std), expected, atol=1e-4):
+            raise ValueError(
+                f"preprocess mean/std {spec.mean}/{spec.std} do not match the EfficientNet-Lite0 ImageNet weights; "
+                f"set preprocess.mean to {[round(v, 6) for v in expected[0]]} "
+                f"and preprocess.std to {[round(v, 6) for v in expected[1]]}"
+            )
 
 
 def run_fingerprint(params: Params, data_version: str) -> str:
@@ -91,6 +113,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
     cfg, spec = params.train, params.preprocess
+    check_normalisation(params)
     device = pick_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads)
@@ -106,12 +129,27 @@ def main() -> None:
     train_y_t = torch.from_numpy(np.array(train_y))
     data_version = json.loads(Path("reports/data.json").read_text())["data_version"]
 
-    model = build_model(len(params.data.classes), params.model.width, params.model.dropout)
+    arch = params.model
+    model = build_model(
+        len(params.data.classes),
+        arch.width,
+        arch.dropout,
+        arch=arch.arch,
+        pretrained=arch.pretrained,
+        frozen_blocks=arch.frozen_blocks,
+    )
     model = model.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = parameter_groups(model, arch.pretrained, cfg.lr, cfg.backbone_lr)
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    # Pretrained layers that may learn; during head_only_epochs they wait for the new head to settle.
+    trainable_backbone = [p for p in pretrained_parameters(model) if p.requires_grad] if arch.pretrained else []
     steps_per_epoch = max(1, len(train_y) // cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25
+        optimizer,
+        max_lr=[group["lr"] for group in groups],
+        epochs=cfg.epochs,
+        steps_per_epoch=steps_per_epoch,
+        pct_start=0.25,
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
@@ -136,11 +174,19 @@ def main() -> None:
                 for section in ("model", "train")
                 for key, value in asdict(getattr(params, section)).items()
             }
-            | {"preprocess.image_size": spec.image_size, "data_version": data_version, "device": device.type}
+            | {
+                "preprocess.image_size": spec.image_size,
+                "preprocess.mean": list(spec.mean),
+                "preprocess.std": list(spec.std),
+                "data_version": data_version,
+                "device": device.type,
+            }
         )
         train_seconds = sum(row["seconds"] for row in history)
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
+            for parameter in trainable_backbone:
+                parameter.requires_grad_(epoch >= cfg.head_only_epochs)
             started = time.perf_counter()
             order = torch.randperm(len(train_y), generator=generator)[: steps_per_epoch * cfg.batch_size]
             seen, loss_sum, correct = 0, 0.0, 0
@@ -149,7 +195,8 @@ def main() -> None:
                 crops = augment(train_x_t[batch_idx], cfg.scale_min, cfg.jitter, generator, cfg.crop_size)
                 x = to_input(crops, spec, device)
                 y = train_y_t[batch_idx].to(device, non_blocking=True)
-                logits = model(x)
+                with autocast(device):
+                    logits = model(x).float()
                 loss = loss_fn(logits, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -182,8 +229,7 @@ def main() -> None:
                     {
                         "state_dict": model.state_dict(),
                         "classes": list(params.data.classes),
-                        "width": params.model.width,
-                        "dropout": params.model.dropout,
+                        "model": asdict(params.model),
                         "preprocessing": spec.to_json(),
                         "epoch": epoch + 1,
                         "val_accuracy": val_acc,
@@ -221,8 +267,7 @@ def main() -> None:
         tracker.log_metrics({"best_val_accuracy": best["val_accuracy"]}, step=cfg.epochs)
         for artifact in (HISTORY, TRAIN_METRICS, BEST_MODEL):
             tracker.log_artifact(artifact)
-        best_model = build_model(len(params.data.classes), params.model.width, params.model.dropout)
-        best_model.load_state_dict(torch.load(BEST_MODEL, weights_only=True)["state_dict"])
+        best_model = model_from_checkpoint(torch.load(BEST_MODEL, weights_only=True))
         example = normalize(val_x[:1], spec)
         tracker.log_torch_model(best_model.eval(), example, [f"torch=={torch.__version__.split('+')[0]}"])
     CHECKPOINT.unlink(missing_ok=True)
