@@ -15,7 +15,7 @@ from types import FrameType
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -23,7 +23,15 @@ from swagger_ui_bundle import swagger_ui_path
 
 from service import docs, ops, predict, v2
 from service.config import Settings
-from service.errors import ApiError, api_error_handler, error_response, http_error_handler, internal_error_handler
+from service.connections import ConnectionGuard
+from service.errors import (
+    ApiError,
+    api_error_handler,
+    client_disconnect_handler,
+    error_response,
+    http_error_handler,
+    internal_error_handler,
+)
 from service.host import ModelHost
 from service.limits import InFlightLimiter, UploadLimitMiddleware
 from service.metrics import Metrics
@@ -80,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ApiError: api_error_handler,
             HTTPException: http_error_handler,
             ModelError: _model_error_handler,
+            ClientDisconnect: client_disconnect_handler,
             Exception: internal_error_handler,  # Starlette runs this one outermost, for anything unhandled
         },
         lifespan=lifespan,
@@ -88,6 +97,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.metrics = metrics
     app.state.host = host
     app.state.limiter = InFlightLimiter(settings.max_in_flight)
+    # Per connection, below the app: `python -m service` hands its protocol factory to uvicorn.
+    app.state.connections = ConnectionGuard(settings.read_timeout_s, settings.max_connections, metrics)
     app.state.openapi = docs.openapi_spec(settings)
     return app
 

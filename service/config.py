@@ -37,6 +37,14 @@ class Settings:
     # 2 cut p50 at c=1 by 15-25% for the flip-TTA model and left c=8 throughput unchanged (docs/service.md).
     ort_intra_op_threads: int = 2
     ort_inter_op_threads: int = 1
+    # Slow and idle clients (service/connections.py). A request head, and then its body, must each
+    # arrive within read_timeout_s; 30 s still lets a 10 MB upload through at ~350 kB/s.
+    read_timeout_s: int = 30
+    # Longer than the 60 s idle timeout of common proxies (ingress-nginx upstreams, cloud load
+    # balancers), so a proxy never reuses a connection the server is just closing.
+    keep_alive_timeout_s: int = 75
+    # Past this many open connections new ones get a 503; the ones already admitted are unaffected.
+    max_connections: int = 1000
     log_level: str = "INFO"
     admin_token: str | None = None
     model_name: str = "cats-dogs"
@@ -61,6 +69,9 @@ class Settings:
             max_batch_files=_int(env, "MAX_BATCH_FILES", defaults.max_batch_files, low=1),
             ort_intra_op_threads=_int(env, "ORT_INTRA_OP_THREADS", defaults.ort_intra_op_threads, low=0),
             ort_inter_op_threads=_int(env, "ORT_INTER_OP_THREADS", defaults.ort_inter_op_threads, low=0),
+            read_timeout_s=_int(env, "READ_TIMEOUT_S", defaults.read_timeout_s, low=1),
+            keep_alive_timeout_s=_int(env, "KEEP_ALIVE_TIMEOUT_S", defaults.keep_alive_timeout_s, low=1),
+            max_connections=_int(env, "MAX_CONNECTIONS", defaults.max_connections, low=1),
             log_level=level,
             admin_token=env.get("ADMIN_TOKEN") or None,
             model_name=name,

@@ -85,6 +85,13 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, detail, exc.headers)
 
 
+async def client_disconnect_handler(request: Request, exc: Exception) -> Response:
+    """The client went away mid-body, or was cut off by READ_TIMEOUT_S (service/connections.py).
+    Nobody reads this reply; it is there so the request is logged and counted as nginx's 499
+    "client closed request", not as a server error."""
+    return error_response(499, "client_closed_request", "the connection closed before the request body arrived")
+
+
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
     """Last resort for an unexpected exception. Starlette re-raises it afterwards, so the
     server logs the traceback (as JSON) and the request's telemetry records the 500."""

@@ -36,6 +36,17 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge("catsdogs_http_requests_in_flight", "HTTP requests being served now.", registry=r)
+        self.open_connections = Gauge(
+            "catsdogs_open_connections", "Client connections admitted and open now (<= MAX_CONNECTIONS).", registry=r
+        )
+        self.connections_closed = Counter(
+            "catsdogs_connections_closed",
+            "Connections the server closed on a client: read_timeout or over_capacity.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("read_timeout", "over_capacity"):
+            self.connections_closed.labels(reason=reason)
         self.rejections = Counter(
             "catsdogs_rejections",
             "Requests or batch items refused, by reason.",

@@ -34,9 +34,28 @@ def test_every_variable_is_read() -> None:
         "LOG_LEVEL": "debug",
         "ADMIN_TOKEN": "t",
         "MODEL_NAME": "pets",
+        "READ_TIMEOUT_S": "7",
+        "KEEP_ALIVE_TIMEOUT_S": "9",
+        "MAX_CONNECTIONS": "50",
     }
     s = Settings.from_env(env)
-    assert s == Settings(Path("/m/x.onnx"), "0.0.0.0", 9000, 2048, 1_000_000, 3, 5, 2, 1, "DEBUG", "t", "pets")
+    assert s == Settings(
+        model_path=Path("/m/x.onnx"),
+        host="0.0.0.0",
+        port=9000,
+        max_upload_bytes=2048,
+        max_image_pixels=1_000_000,
+        max_in_flight=3,
+        max_batch_files=5,
+        ort_intra_op_threads=2,
+        ort_inter_op_threads=1,
+        read_timeout_s=7,
+        keep_alive_timeout_s=9,
+        max_connections=50,
+        log_level="DEBUG",
+        admin_token="t",
+        model_name="pets",
+    )
 
 
 @pytest.mark.parametrize(
@@ -50,6 +69,9 @@ def test_every_variable_is_read() -> None:
         ("LOG_LEVEL", "loud"),
         ("MODEL_NAME", "a/b"),
         ("MAX_IMAGE_PIXELS", "x"),
+        ("READ_TIMEOUT_S", "0"),
+        ("KEEP_ALIVE_TIMEOUT_S", "soon"),
+        ("MAX_CONNECTIONS", "0"),
     ],
 )
 def test_invalid_values_name_the_variable_and_the_fix(name: str, value: str) -> None:
