@@ -50,3 +50,20 @@ def test_model_benchmark_times_the_bundled_model_and_labels_the_samples() -> Non
     assert result.returncode == 0, result.stderr[-3000:]
     row = next(line for line in result.stdout.splitlines() if line.startswith(str(REPO / "models" / "model.onnx")))
     assert "cat->cat" in row and "dog->dog" in row, result.stdout
+
+
+def test_soak_reports_statuses_goodput_latency_and_memory_per_window() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/soak.py", "--seconds", "4", "--clients", "4", "--window", "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    windows = [line.split() for line in lines if line.strip()[:1].isdigit()]
+    assert len(windows) == 2 and all(len(row) == 9 for row in windows), result.stdout  # span, s, 7 figures
+    assert sum(int(row[2]) for row in windows) > 0 and all(row[4] == "0" for row in windows), result.stdout
+    assert any(line.startswith("RSS last/first window: ") for line in lines), result.stdout
+    assert lines[-1].endswith(": met"), result.stdout
