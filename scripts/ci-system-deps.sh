@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# System packages the ops checks need: promtool and a real Prometheus server
-# (Debian package `prometheus`). Idempotent: does nothing when both are on PATH.
-# Usage: bash scripts/ci-system-deps.sh   (as root, or with sudo available)
+# System packages the checks need: promtool and a real Prometheus server (tests/ops), and
+# Debian's chromium with its chromium-driver (tests/browser). Idempotent: installs only what is
+# missing. Usage: bash scripts/ci-system-deps.sh   (as root, or with sudo available)
 set -euo pipefail
 
-if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
-    echo "ci-system-deps: promtool and prometheus already installed ($(promtool --version 2>&1 | head -1))"
+packages=()
+if ! { command -v promtool && command -v prometheus; } >/dev/null 2>&1; then packages+=(prometheus); fi
+# GitHub's Ubuntu runners ship Google Chrome and a matching chromedriver; tests/browser uses those.
+if ! { { command -v chromium || command -v google-chrome; } && command -v chromedriver; } >/dev/null 2>&1; then
+    packages+=(chromium chromium-driver)
+fi
+if [ "${#packages[@]}" -eq 0 ]; then
+    echo "ci-system-deps: promtool, prometheus, a Chromium and chromedriver already installed"
     exit 0
 fi
 
@@ -14,7 +20,7 @@ if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
         SUDO="sudo"
     else
-        echo "ci-system-deps: need root (or sudo) to apt-get install prometheus" >&2
+        echo "ci-system-deps: need root (or sudo) to apt-get install ${packages[*]}" >&2
         exit 1
     fi
 fi
@@ -31,7 +37,7 @@ if [ ! -e "$POLICY" ]; then
     CREATED_POLICY=1
 fi
 trap 'if [ "$CREATED_POLICY" = 1 ]; then $SUDO rm -f "$POLICY"; fi' EXIT
-$SUDO apt-get install -y -q --no-install-recommends prometheus
+$SUDO apt-get install -y -q --no-install-recommends "${packages[@]}"
 
-command -v promtool >/dev/null && command -v prometheus >/dev/null
-echo "ci-system-deps: installed $(prometheus --version 2>&1 | head -1)"
+command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v chromedriver >/dev/null
+echo "ci-system-deps: installed ${packages[*]}"

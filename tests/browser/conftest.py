@@ -33,7 +33,8 @@ def _tool(*names: str) -> str:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
-    options.binary_location = _tool("chromium", "chromium-browser")
+    # Debian's chromium; GitHub's Ubuntu runners ship Google Chrome with a matching chromedriver instead.
+    options.binary_location = _tool("chromium", "google-chrome")
     # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
     for arg in (
         "--headless=new",
