@@ -1,4 +1,4 @@
-"""Stage: best_model.pth -> models/model.onnx, gated on parity. `python -m export.export`
+"""Stage: best_model.pth -> models/model_fp32.onnx, gated on parity. `python -m export.export`
 
 The ONNX file is written to a temporary path, proven equal to the PyTorch
 model on real validation images, and only then moved into place. A failed
@@ -26,7 +26,7 @@ from training.model import WithSoftmax, model_from_checkpoint
 from training.params import load_params
 
 BEST_MODEL = Path("models/best_model.pth")
-ONNX_MODEL = Path("models/model.onnx")
+ONNX_MODEL = Path("models/model_fp32.onnx")  # the quantize stage turns it into the served models/model.onnx
 PARITY_REPORT = Path("reports/parity.json")
 
 log = logging.getLogger("export")

@@ -144,6 +144,10 @@ def _schemas() -> dict[str, Any]:
             input=tensor_meta,
             preprocessing={"type": "object"},
             export_metrics={"type": "object", "description": "validation metrics recorded at export"},
+            quantization={
+                "type": "object",
+                "description": "format fp32, or how the int8 file was made and its quantize-guard figures",
+            },
             evaluation={"type": "object", "nullable": True, "description": "metrics.json beside the model (test set)"},
             sha256=_STRING,
             loaded_at=_STRING,

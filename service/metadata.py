@@ -25,6 +25,7 @@ class ModelMetadata:
     model_version: str
     data_version: str
     metrics: dict[str, Any] = field(default_factory=dict)  # validation metrics recorded at export
+    quantization: dict[str, Any] = field(default_factory=dict)  # empty: fp32; else how the int8 file was made
 
     def to_props(self) -> dict[str, str]:
         return {
@@ -33,6 +34,7 @@ class ModelMetadata:
             "model_version": self.model_version,
             "data_version": self.data_version,
             "metrics": json.dumps(self.metrics, sort_keys=True),
+            "quantization": json.dumps(self.quantization, sort_keys=True),
         }
 
     @classmethod
@@ -49,4 +51,5 @@ class ModelMetadata:
             model_version=props["model_version"],
             data_version=props["data_version"],
             metrics=json.loads(props.get("metrics") or "{}"),
+            quantization=json.loads(props.get("quantization") or "{}"),
         )

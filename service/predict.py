@@ -137,6 +137,7 @@ async def model_info(request: Request) -> JSONResponse:
                 "scale": "1/255",
             },
             "export_metrics": meta.metrics,
+            "quantization": meta.quantization or {"format": "fp32"},
             "evaluation": model.evaluation,
             "sha256": model.sha256,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(model.loaded_at)),
