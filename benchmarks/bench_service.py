@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +94,8 @@ def onnx_model(requested: Path | None, workdir: Path) -> tuple[Path, Path | None
 
     params = load_params(REPO / "params.yaml")
     torch.manual_seed(0)
-    net = build_model(len(params.data.classes), params.model.width, params.model.dropout).eval()
+    arch = params.model
+    net = build_model(len(params.data.classes), arch.width, arch.dropout, arch=arch.arch).eval()
     served = WithSoftmax(net, params.export.flip_tta).eval()
     proto = to_onnx(served, params.preprocess.image_size, params.export.opset)
     stamp_metadata(
@@ -109,8 +110,7 @@ def onnx_model(requested: Path | None, workdir: Path) -> tuple[Path, Path | None
         {
             "state_dict": net.state_dict(),
             "classes": list(params.data.classes),
-            "width": params.model.width,
-            "dropout": params.model.dropout,
+            "model": asdict(arch),
         },
         workdir / "best_model.pth",
     )
@@ -133,18 +133,16 @@ def serve_torch(model_onnx: Path, pth: Path | None, port: int, threads: int) -> 
 
     from service.metadata import ModelMetadata
     from service.preprocessing import preprocess
-    from training.model import WithSoftmax, build_model
+    from training.model import WithSoftmax, build_model, model_from_checkpoint
     from training.params import load_params
 
     torch.set_num_threads(threads)  # same budget as the ORT service: its intra-op threads x 2 workers
     meta = ModelMetadata.from_props(dict(ort.InferenceSession(str(model_onnx)).get_modelmeta().custom_metadata_map))
     params = load_params(REPO / "params.yaml")
     if pth is not None:
-        checkpoint = torch.load(pth, map_location="cpu", weights_only=True)
-        net = build_model(len(checkpoint["classes"]), checkpoint["width"], checkpoint["dropout"])
-        net.load_state_dict(checkpoint["state_dict"])
+        net = model_from_checkpoint(torch.load(pth, map_location="cpu", weights_only=True))
     else:
-        net = build_model(len(meta.classes), params.model.width, params.model.dropout)
+        net = build_model(len(meta.classes), params.model.width, params.model.dropout, arch=params.model.arch)
     model = WithSoftmax(net, params.export.flip_tta).eval()  # the same graph the ONNX file holds
     limiter = anyio.CapacityLimiter(2)
 

@@ -130,8 +130,7 @@ def test_export_stage_with_broken_normalisation_fails_and_keeps_previous_model(
         {
             "state_dict": model.net.state_dict(),
             "classes": ["cat", "dog"],
-            "width": 8,
-            "dropout": 0.1,
+            "model": {"arch": "cnn", "pretrained": False, "frozen_blocks": 0, "width": 8, "dropout": 0.1},
             "preprocessing": SPEC.to_json(),
             "epoch": 1,
             "val_accuracy": 0.5,

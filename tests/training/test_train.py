@@ -23,9 +23,10 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["preprocess"]["image_size"] = 16
-    params["model"]["width"] = 4
-    params["train"] |= {"epochs": 2, "batch_size": 16, "threads": 1, "crop_size": None}
+    params["preprocess"] |= {"image_size": 16, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    # The from-scratch cnn with the recipe these thresholds were measured on, whatever the committed arch.
+    params["model"] |= {"arch": "cnn", "pretrained": False, "frozen_blocks": 0, "width": 4, "dropout": 0.1}
+    params["train"] |= {"epochs": 2, "batch_size": 16, "threads": 1, "crop_size": None, "lr": 0.004, "jitter": 0.3}
     Path("params.yaml").write_text(yaml.safe_dump(params))
     rng = np.random.default_rng(0)
     prepared = Path("data/prepared")
@@ -54,6 +55,10 @@ def test_training_writes_weights_only_best_model_history_and_metrics(workspace: 
     assert [row["epoch"] for row in _history()] == ["1", "2"]
     summary = json.loads(Path("reports/train.json").read_text())
     assert summary["best_val_accuracy"] == max(float(row["val_accuracy"]) for row in _history())
+    # The colour cue is easy: two epochs must take validation far past chance (0.5 on 32 images;
+    # measured 1.0, with val loss 0.658 -> 0.610), so a loop that stops learning fails here.
+    assert summary["best_val_accuracy"] >= 0.9
+    assert float(_history()[-1]["val_loss"]) < float(_history()[0]["val_loss"])
     assert summary["images_per_second"] > 0
     assert not Path("models/checkpoint.pth").exists(), "a finished run leaves no resume checkpoint"
     assert Path("mlflow.db").exists()
