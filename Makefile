@@ -50,13 +50,11 @@ bench: setup setup-serve
 	$(SERVE_VENV)/bin/python benchmarks/bench_model.py
 
 ## Mutation testing of the contract modules (mutmut; slow, so not part of `make test`): docs/testing.md.
-MUTATION_SCOPE := 'service.preprocessing.*' 'service.limits.*' 'export.parity.*' \
+MUTATION_SCOPE := 'service.preprocessing.*' 'service.limits.*' 'export.parity.*' 'export.export.x_main__mutmut_*' \
 	'service.v2.x__split_body__mutmut_*' 'service.v2.x__parse__mutmut_*' 'service.v2.x__input_tensor__mutmut_*' \
 	'service.v2.x__json_data__mutmut_*' 'service.v2.x__binary_data__mutmut_*' \
-	'service.predict.x_predict__mutmut_*' 'service.predict.x_predict_batch__mutmut_*' \
 	'service.predict.x__read_single__mutmut_*' 'service.predict.x__read_many__mutmut_*' \
-	'service.predict.x__media_type__mutmut_*' 'service.predict.x__decode__mutmut_*' \
-	'export.export.x_export_model__mutmut_*' 'export.export.x_main__mutmut_*'
+	'service.predict.x__media_type__mutmut_*' 'service.predict.x__decode__mutmut_*'
 .PHONY: mutation
 mutation: setup
 	CATSDOGS_SHARED_DATA="$${CATSDOGS_SHARED_DATA:-$(abspath $(CURDIR)/../shared/data)}" \

@@ -155,7 +155,7 @@ def test_export_main_exits_1_and_says_why_when_the_gate_fails(
     assert exit_info.value.code == 1
     (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert "parity gate FAILED: 3 class mismatches" in line
-    assert "2.50e-03" in line and "cat/abc.jpg" in line and "models/model.onnx left unchanged" in line
+    assert "2.50e-03" in line and "cat/abc.jpg" in line and f"{export.export.ONNX_MODEL} left unchanged" in line
 
 
 def test_export_main_returns_normally_when_the_gate_passes(
