@@ -7,6 +7,7 @@ softmax([scale * mean(image) + shift, 0]), built once in torch and once with onn
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 from pathlib import Path
@@ -24,6 +25,7 @@ from export.parity import ParityReport, check_parity
 from service.metadata import ModelMetadata
 from service.model import SessionTuning, load_model
 from service.preprocessing import PreprocessSpec
+from training.params import load_params
 
 SPEC = PreprocessSpec(image_size=8, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
@@ -145,28 +147,56 @@ def export_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def fake_stage(report: dict[str, object], calls: list[inspect.BoundArguments]):  # type: ignore[no-untyped-def]
+    """Stands in for export_model: records what main() asked for and returns `report`."""
+    signature = inspect.signature(export.export.export_model)  # the real stage's, taken before it is patched
+
+    def export_model(*args: object, **kwargs: object) -> dict[str, object]:
+        calls.append(signature.bind(*args, **kwargs))
+        return report
+
+    return export_model
+
+
+def assert_asked_for_params_yaml_gate(calls: list[inspect.BoundArguments]) -> None:
+    """main() must hand the stage params.yaml's own tolerance and image count, and the stage's paths."""
+    (call,) = calls
+    cfg = load_params().export
+    assert call.arguments["best_model"] == export.export.BEST_MODEL
+    assert call.arguments["dest"] == export.export.ONNX_MODEL
+    assert call.arguments["report_path"] == export.export.PARITY_REPORT
+    assert call.arguments["atol"] == cfg.parity_atol and call.arguments["parity_images"] == cfg.parity_images
+    assert call.arguments["opset"] == cfg.opset and call.arguments["flip_tta"] == cfg.flip_tta
+
+
 def test_export_main_exits_1_and_says_why_when_the_gate_fails(
     export_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(export.export, "export_model", lambda *args, **kwargs: failing_report())
+    calls: list[inspect.BoundArguments] = []
+    monkeypatch.setattr(export.export, "export_model", fake_stage(failing_report(), calls))
     caplog.set_level(logging.INFO)
     with pytest.raises(SystemExit) as exit_info:
         export.export.main()
     assert exit_info.value.code == 1
+    assert_asked_for_params_yaml_gate(calls)
     (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert "parity gate FAILED: 3 class mismatches" in line
-    assert "2.50e-03" in line and "cat/abc.jpg" in line and f"{export.export.ONNX_MODEL} left unchanged" in line
+    assert "2.50e-03 > 1e-04" in line and "cat/abc.jpg" in line and f"{export.export.ONNX_MODEL} left unchanged" in line
+    assert not [r for r in caplog.records if "parity passed" in r.getMessage()]
 
 
 def test_export_main_returns_normally_when_the_gate_passes(
     export_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    calls: list[inspect.BoundArguments] = []
     passing = ParityReport(64, 0, 3e-7, 1e-4, "cat/abc.jpg").as_dict()
-    monkeypatch.setattr(export.export, "export_model", lambda *args, **kwargs: passing)
+    monkeypatch.setattr(export.export, "export_model", fake_stage(passing, calls))
     caplog.set_level(logging.INFO)
     export.export.main()
+    assert_asked_for_params_yaml_gate(calls)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert any("parity passed on 64 images" in r.getMessage() for r in caplog.records)
+    (line,) = [r.getMessage() for r in caplog.records if "parity passed" in r.getMessage()]
+    assert line == f"parity passed on 64 images (max |diff| 3.00e-07); wrote {export.export.ONNX_MODEL}"
 
 
 def test_mean_logit_models_agree_on_their_formula(tmp_path: Path) -> None:
