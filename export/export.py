@@ -7,6 +7,7 @@ gate leaves the previous model untouched and exits non-zero.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -60,10 +61,20 @@ def stamp_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> None:
 
 
 def export_model(
-    best_model: Path, dest: Path, report_path: Path, opset: int, parity_images: int, atol: float, flip_tta: bool
+    best_model: Path,
+    dest: Path,
+    report_path: Path,
+    opset: int,
+    parity_images: int,
+    atol: float,
+    flip_tta: bool,
+    image_size: int | None = None,
 ) -> dict:
+    """`image_size` overrides the trained serving size (scripts/sweep_serving.py); the net is fully convolutional."""
     model, checkpoint = load_checkpoint(best_model, flip_tta)
     spec = PreprocessSpec.from_json(checkpoint["preprocessing"])
+    if image_size is not None:
+        spec = dataclasses.replace(spec, image_size=image_size)
     proto = to_onnx(model, spec.image_size, opset)
     # Content hash of graph + weights, taken before metadata so it names the math, not the labels.
     version = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()[:12]
