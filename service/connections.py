@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.config import ConfigError
+from service.errors import error_body, error_response
 from service.metrics import Metrics
 
 # File descriptors the process needs besides client connections (model, logs, sockets, threads).
@@ -63,23 +64,8 @@ class ConnectionGuard:
             f"the server already has {self.max_connections} open connections; retry after the Retry-After "
             "delay (operators: raise MAX_CONNECTIONS or add replicas)"
         )
-        await _send_error(send, 503, "too_many_connections", detail, [(b"retry-after", b"1")])
-
-
-def _error_bytes(code: str, detail: str) -> bytes:
-    return json.dumps({"error": code, "detail": detail}).encode()
-
-
-async def _send_error(send: Send, status: int, code: str, detail: str, extra: list[tuple[bytes, bytes]]) -> None:
-    body = _error_bytes(code, detail)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-        *extra,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+        headers = {"Retry-After": "1", "Connection": "close"}
+        await error_response(503, "too_many_connections", detail, headers)(scope, receive, send)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -132,12 +118,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.guard.metrics.connections_closed.labels(reason="read_timeout").inc()
         # The app (if it is waiting for the body) sees a disconnect; nothing it sends goes out after this.
-        if self.cycle is None or not self.cycle.response_started:
-            body = _error_bytes(
-                "request_timeout",
+        # A 408 goes out unless a response is half-written; self.cycle may be the previous request's.
+        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
+            detail = (
                 f"the request was not received within {self.guard.read_timeout_s:g} s; send the head and the "
-                "body without pausing (operators: READ_TIMEOUT_S sets the limit)",
+                "body without pausing (operators: READ_TIMEOUT_S sets the limit)"
             )
+            body = json.dumps(error_body("request_timeout", detail)).encode()
             self.transport.write(
                 b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)

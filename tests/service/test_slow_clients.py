@@ -148,19 +148,23 @@ def test_a_body_that_stalls_gets_408_and_gives_back_its_in_flight_slot(model_pat
         stop_service(svc)
 
 
-def test_silent_and_idle_keep_alive_connections_are_closed(model_path: Path, tmp_path: Path) -> None:
+def test_silent_idle_and_half_sent_keep_alive_connections_are_closed(model_path: Path, tmp_path: Path) -> None:
     svc = start_service(model_path, tmp_path, READ_TIMEOUT_S="2", KEEP_ALIVE_TIMEOUT_S="1")
     try:
         silent = socket.create_connection(("127.0.0.1", svc.port))  # connects, never sends a byte
         idle = socket.create_connection(("127.0.0.1", svc.port))
-        assert exchange(idle, GET_HEALTH).startswith(b"HTTP/1.1 200 ")
+        reused = socket.create_connection(("127.0.0.1", svc.port))  # one good request, then half a head
+        for sock in (idle, reused):
+            assert exchange(sock, GET_HEALTH).startswith(b"HTTP/1.1 200 ")
+        reused.sendall(HALF_HEAD)
         answered = time.monotonic()
-        closed = wait_closed([silent, idle], answered + 12)
-        assert set(closed) == {silent, idle}
+        closed = wait_closed([silent, idle, reused], answered + 12)
+        assert set(closed) == {silent, idle, reused}
         assert closed[idle][1] == b"" and closed[idle][0] - answered < 1 + 5  # keep-alive: a plain close
         assert closed[silent][1].startswith(b"HTTP/1.1 408 ")
-        silent.close()
-        idle.close()
+        assert closed[reused][1].startswith(b"HTTP/1.1 408 ")
+        for sock in (silent, idle, reused):
+            sock.close()
     finally:
         stop_service(svc)
 
