@@ -103,6 +103,14 @@ def test_equal_models_pass_and_the_report_names_the_image_that_differs_most(tmp_
     assert drifted.class_mismatches == 0 and drifted.passed
 
 
+def test_a_perfect_export_still_names_an_image_and_no_images_name_none(tmp_path: Path) -> None:
+    onnx_path = mean_logit_onnx(tmp_path / "m.onnx", scale=0.0, shift=0.0)  # both sides exactly 0.5
+    perfect = check_parity(MeanLogit(scale=0.0, shift=0.0), SPEC, onnx_path, IMAGES, atol=1e-4)
+    assert perfect.max_abs_diff == 0.0 and perfect.worst_image in {name for name, _ in IMAGES}
+    empty = check_parity(MeanLogit(scale=0.0, shift=0.0), SPEC, onnx_path, [], atol=1e-4)
+    assert (empty.images, empty.worst_image, empty.passed) == (0, "", False)
+
+
 def test_a_difference_over_the_tolerance_fails_without_any_class_flip(tmp_path: Path) -> None:
     onnx_path = mean_logit_onnx(tmp_path / "m.onnx", scale=0.1, shift=0.0)
     report = check_parity(MeanLogit(scale=0.15, shift=0.0), SPEC, onnx_path, IMAGES, atol=1e-4)
