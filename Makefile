@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 SERVE_VENV := .venv-serve
 
-.PHONY: serve test setup setup-serve system-deps lint repro sweep bench clean
+.PHONY: serve test setup setup-serve system-deps lint repro sweep sweep-cnn bench clean
 
 ## Set up the torch-free serving env (exactly what Dockerfile.serve installs) and serve models/model.onnx on :8000.
 serve: $(SERVE_VENV)/.built
@@ -40,8 +40,12 @@ lint: setup
 repro: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
-## Accuracy against training minutes for the points in scripts/sweep.py (docs/model.md).
+## Serving size x int8 x pretrained/scratch on the test split, after `make repro` (docs/model.md).
 sweep: setup
+	$(VENV)/bin/python scripts/sweep_serving.py
+
+## The from-scratch cnn's accuracy against training minutes (docs/model.md; hours of CPU).
+sweep-cnn: setup
 	$(VENV)/bin/python scripts/sweep.py
 
 ## Latency/throughput/memory of the real server vs a PyTorch-eager baseline; model-only cost.

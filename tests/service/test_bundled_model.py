@@ -30,8 +30,9 @@ class ReleaseBar:
     max_model_bytes: int
 
 
-# The one place the release bar lives: raise it here when a better model ships.
-RELEASE_BAR = ReleaseBar(accuracy=0.95, class_accuracy=0.94, max_model_bytes=10 * 1024 * 1024)
+# The one place the release bar lives: raise it here when a better model ships. The target for the
+# pretrained model is 98.5% overall (docs/model.md); the bar holds what the bundled model has reached.
+RELEASE_BAR = ReleaseBar(accuracy=0.98, class_accuracy=0.98, max_model_bytes=15 * 1024 * 1024)
 # Re-measured photos per class: 2 x 200 decodes and inferences keep this test to seconds.
 SAMPLE_PER_CLASS = 200
 # A fixed sample can land below the full split by chance. Allow two standard errors of the sample
