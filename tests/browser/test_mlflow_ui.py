@@ -1,5 +1,5 @@
 """The MLflow UI (shipped inside mlflow's wheel, so it works offline) in a real Chromium:
-a training run logged to a SQLite store is listed, and its page lists its metrics."""
+a training run logged to `mlflow server` (SQLite store) is listed, and its page lists its metrics."""
 
 from __future__ import annotations
 
@@ -36,24 +36,14 @@ class MlflowUi:
 @pytest.fixture(scope="module")
 def mlflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowUi]:
     work = tmp_path_factory.mktemp("mlflow")
-    store = f"sqlite:///{work}/mlflow.db"
-    client = MlflowClient(tracking_uri=store)  # no global tracking URI: other tests keep theirs
-    experiment_id = client.create_experiment("browser-check", artifact_location=str(work / "artifacts"))
-    run = client.create_run(experiment_id, run_name=RUN_NAME)
-    client.log_param(run.info.run_id, "epochs", "3")
-    for key, values in METRICS.items():
-        for step, value in enumerate(values):
-            client.log_metric(run.info.run_id, key, value, step=step)
-    client.set_terminated(run.info.run_id)
-
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
     port = free_port()
+    store = f"sqlite:///{work}/mlflow.db"
     command = [mlflow, "server", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--artifacts-destination", str(work / "artifacts"), "--workers", "1"]
     log = work / "server.log"
     # Its own session, so teardown can stop the server and the uvicorn worker it forks in one signal.
-    proc = subprocess.Popen(
-        [*command, "--workers", "1"], stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=work, start_new_session=True
-    )
+    proc = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=work, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -61,6 +51,15 @@ def mlflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowUi]:
             assert proc.poll() is None, f"mlflow server exited {proc.returncode}:\n{log.read_text(errors='replace')}"
             assert time.monotonic() < deadline, f"mlflow not healthy in 120 s:\n{log.read_text(errors='replace')}"
             time.sleep(0.5)
+        # Logged through the server, as a training run in the compose stack does.
+        client = MlflowClient(tracking_uri=url)
+        experiment_id = client.create_experiment("browser-check")
+        run = client.create_run(experiment_id, run_name=RUN_NAME)
+        client.log_param(run.info.run_id, "epochs", "3")
+        for key, values in METRICS.items():
+            for step, value in enumerate(values):
+                client.log_metric(run.info.run_id, key, value, step=step)
+        client.set_terminated(run.info.run_id)
         yield MlflowUi(url, experiment_id, run.info.run_id)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
