@@ -160,3 +160,51 @@ def test_preprocess_applies_the_pixel_limit_it_is_given() -> None:
         preprocess(image_bytes(size=(40, 30)), spec, max_pixels=1199)
     assert refused.value.code == "image_too_large"
     assert preprocess(image_bytes(size=(40, 30)), spec, max_pixels=1200).shape == (1, 3, 8, 8)
+
+
+def test_predict_without_a_content_type_is_415_naming_none(client: TestClient) -> None:
+    assert error(client.post("/predict", content=image_bytes())) == (
+        415,
+        "unsupported_media",
+        "Content-Type '(none)' is not accepted; send multipart/form-data with the image in field 'file' "
+        "(curl -F file=@cat.jpg) or a raw image/* body",
+    )
+
+
+def test_empty_upload_detail_lists_the_accepted_formats(client: TestClient) -> None:
+    response = client.post("/predict", content=b"", headers={"content-type": "image/png"})
+    assert error(response) == (400, "empty_file", "the upload is empty; send a JPEG, PNG, GIF, BMP or WebP image")
+
+
+@pytest.mark.parametrize("extra,status", [(16, 200), (17, 400)])
+def test_single_upload_form_takes_at_most_16_text_fields(client: TestClient, extra: int, status: int) -> None:
+    fields = {f"note{i}": "x" for i in range(extra)}
+    response = client.post("/predict", files={"file": ("a.jpg", image_bytes(RED))}, data=fields)
+    assert response.status_code == status, response.text
+
+
+@pytest.mark.parametrize("files,status", [(4, 413), (5, 400)])
+def test_batch_parser_reads_at_most_one_file_over_the_cap(model_path, files: int, status: int) -> None:  # type: ignore[no-untyped-def]
+    """One over the cap is a clear 413; past that the parser stops reading (400) instead of buffering them all."""
+    with TestClient(create_app(make_settings(model_path, max_batch_files=3))) as capped:
+        upload = [("file", (f"{i}.jpg", image_bytes(size=(8, 8)))) for i in range(files)]
+        assert capped.post("/predict/batch", files=upload).status_code == status
+
+
+@pytest.mark.parametrize("extra,status", [(19, 200), (20, 400)])
+def test_batch_form_takes_at_most_cap_plus_16_text_fields(model_path, extra: int, status: int) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(create_app(make_settings(model_path, max_batch_files=3))) as capped:
+        fields = {f"note{i}": "x" for i in range(extra)}
+        response = capped.post("/predict/batch", files=[("file", ("a.jpg", image_bytes(RED)))], data=fields)
+        assert response.status_code == status, response.text
+
+
+def test_max_image_pixels_setting_reaches_the_decoder(model_path) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(create_app(make_settings(model_path, max_image_pixels=1199))) as strict:
+        refused = strict.post("/predict", files={"file": ("a.jpg", image_bytes(size=(40, 30)))})
+        assert error(refused)[:2] == (422, "image_too_large")
+        assert "40x30 (1200 pixels); the limit is 1199 pixels" in error(refused)[2]
+
+
+def test_image_error_carries_its_detail_as_the_exception_message() -> None:
+    assert str(ImageError("truncated", "the image could not be decoded (x)")) == "the image could not be decoded (x)"
