@@ -190,7 +190,6 @@ def _schemas() -> dict[str, Any]:
                 "maxItems": 4,
                 "items": {"type": "integer", "minimum": 1},
                 "description": "[N, 3, S, S] with S from GET /model and 1 <= N <= MAX_BATCH_FILES",
-                "example": [1, 3, 80, 80],
             },
             datatype={"type": "string", "enum": ["FP32"]},
             data=_INFER_DATA,
@@ -258,7 +257,7 @@ def openapi_spec(settings: Settings) -> dict[str, Any]:
         "name": "version",
         "in": "path",
         "required": True,
-        "schema": _STRING,
+        "schema": {"type": "string", "minLength": 1},
         "description": "the live model_version (GET /model); any other version is a 404",
     }
     infer = {
