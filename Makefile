@@ -3,16 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 SERVE_VENV := .venv-serve
 
-.PHONY: serve test setup setup-serve system-deps lint repro sweep sweep-cnn bench clean
+.PHONY: serve test test-containers train-image setup setup-serve system-deps container-deps lint repro sweep sweep-cnn bench clean
 
 ## Set up the torch-free serving env (exactly what Dockerfile.serve installs) and serve models/model.onnx on :8000.
 serve: $(SERVE_VENV)/.built
 	$(SERVE_VENV)/bin/python -m service
 
-## Set up every environment the suite needs, then lint and run the whole test suite.
+## Set up every environment the suite needs, then lint and run the whole test suite
+## (the Docker checks have their own targets below).
 test: setup setup-serve system-deps
 	$(VENV)/bin/python -m ruff check .
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest --ignore=tests/containers
+
+## Build the serve image and bring up the compose stack (api, prometheus, mlflow) on a private
+## Docker engine that the tests start and stop; check them (tests/containers). .ci/run runs it.
+test-containers: setup container-deps
+	$(VENV)/bin/python -m pytest -s tests/containers --ignore=tests/containers/test_train_image.py
+
+## Slow, not in CI: build the train image (torch from TORCH_INDEX_URL, PyTorch's CPU index by
+## default) and run the DVC pipeline inside it on the mini archive with tiny params.
+train-image: setup container-deps
+	$(VENV)/bin/python -m pytest -s tests/containers/test_train_image.py
 
 ## Training + export + test tools (torch, dvc, mlflow, onnx, pytest, linters).
 setup: $(VENV)/.built
@@ -22,6 +33,10 @@ setup-serve: $(SERVE_VENV)/.built
 ## promtool and a real Prometheus for the monitoring checks (Debian package, needs root or sudo).
 system-deps:
 	bash scripts/ci-system-deps.sh
+
+## Docker engine, docker-compose 1.29 and debootstrap for the container checks (Debian packages, root or sudo).
+container-deps:
+	bash scripts/ci-system-deps.sh containers
 
 $(VENV)/.built: requirements/serve.txt requirements/train.txt requirements/dev.txt requirements/ops.txt
 	$(PYTHON) -m venv $(VENV)

@@ -38,7 +38,6 @@ def test_compose_mlflow_command_serves_and_guards_hosts(tmp_path: Path) -> None:
     args = [a.replace("/mlflow/artifacts", str(tmp_path / "artifacts")) for a in args]
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(port)
-    args += ["--workers", "1"]
     log = tmp_path / "mlflow.log"
     proc = subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
