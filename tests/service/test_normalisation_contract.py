@@ -9,6 +9,7 @@ service's normalize().
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.metadata import ModelMetadata
-from service.preprocessing import PreprocessSpec, normalize
+from service.preprocessing import PreprocessSpec, normalize, resize_to_input
 from tests.service.conftest import make_settings
 
 SIZE = 16
@@ -153,3 +154,28 @@ def test_batch_predict_uses_exactly_the_model_files_mean_and_std(squares_client:
 def test_model_endpoint_reports_the_files_normalisation(squares_client: TestClient) -> None:
     preprocessing = squares_client.get("/model").json()["preprocessing"]
     assert preprocessing["mean"] == list(MEAN) and preprocessing["std"] == list(STD)
+
+
+def test_resize_squashes_bilinearly_as_worked_out_by_hand() -> None:
+    """2x1 black|white to 4x4: samples at x = -0.25, 0.25, 0.75, 1.25 give 0, 63.75, 191.25, 255."""
+    two_pixels = Image.fromarray(np.array([[[0, 0, 0], [255, 255, 255]]], dtype=np.uint8))
+    resized = resize_to_input(two_pixels, 4)
+    assert resized.dtype == np.uint8 and resized.shape == (4, 4, 3)
+    assert resized[..., 0].tolist() == [[0, 64, 191, 255]] * 4
+
+
+@pytest.mark.parametrize(
+    "image_size,mean,std",
+    [(0, [0.5] * 3, [0.5] * 3), (8, [0.5] * 2, [0.5] * 3), (8, [0.5] * 3, [0.5] * 2), (8, [0.5] * 3, [0.5, 0.0, 0.5])],
+    ids=["zero-size", "two-means", "two-stds", "zero-std"],
+)
+def test_a_spec_that_cannot_normalise_is_refused_naming_itself(image_size: int, mean: list, std: list) -> None:  # type: ignore[type-arg]
+    text = json.dumps({"image_size": image_size, "mean": mean, "std": std})
+    with pytest.raises(ValueError) as refused:
+        PreprocessSpec.from_json(text)
+    assert str(refused.value) == f"invalid preprocessing spec: {text}"
+
+
+def test_the_smallest_valid_spec_round_trips() -> None:
+    spec = PreprocessSpec(image_size=1, mean=(0.0, 0.5, 1.0), std=(1e-3, 1.0, 2.0))
+    assert PreprocessSpec.from_json(spec.to_json()) == spec
