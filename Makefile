@@ -9,14 +9,15 @@ SERVE_VENV := .venv-serve
 serve: $(SERVE_VENV)/.built
 	$(SERVE_VENV)/bin/python -m service
 
-## Set up every environment the suite needs, then lint and run the whole test suite
-## (the Docker checks have their own targets below).
+## Set up every environment the suite needs, then lint and run the whole test suite:
+## pytest, then the serve image and the compose stack on a local Docker engine.
 test: setup setup-serve system-deps
 	$(VENV)/bin/python -m ruff check .
 	$(VENV)/bin/python -m pytest --ignore=tests/containers
+	$(MAKE) test-containers
 
 ## Build the serve image and bring up the compose stack (api, prometheus, mlflow) on a private
-## Docker engine that the tests start and stop; check them (tests/containers). .ci/run runs it.
+## Docker engine that the tests start and stop; check them (tests/containers). The last step of `make test`.
 test-containers: setup container-deps
 	$(VENV)/bin/python -m pytest -s tests/containers --ignore=tests/containers/test_train_image.py
 
