@@ -159,7 +159,14 @@ def query(stack: Stack, expr: str) -> list[dict]:
 def test_prometheus_scrapes_the_api_container(stack: Stack) -> None:
     for label in ("cat", "dog"):
         body = subprocess.run(
-            ["curl", "-sS", "--fail-with-body", "-F", f"file=@{SAMPLES / label}.jpg", f"{stack.url('api')}/predict"],
+            [
+                require("curl"),
+                "-sS",
+                "--fail-with-body",
+                "-F",
+                f"file=@{SAMPLES / label}.jpg",
+                f"{stack.url('api')}/predict",
+            ],
             capture_output=True,
             text=True,
             timeout=60,

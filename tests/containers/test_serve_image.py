@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.containers.engine import Engine
+from tests.containers.engine import Engine, require
 from tests.containers.images import ROOT, BuiltImage
 from tests.service_process import free_port, http_status
 
@@ -106,11 +105,16 @@ def test_healthcheck_turns_healthy(engine: Engine, serve_container: Container) -
 
 @pytest.mark.parametrize("label", ["cat", "dog"])
 def test_ready_and_curl_predict_get_each_sample_right(serve_container: Container, label: str) -> None:
-    curl = shutil.which("curl")
-    assert curl, "curl is not installed; run `make container-deps`"
     assert http_status(f"{serve_container.url}/ready") == 200
     answer = subprocess.run(
-        [curl, "-sS", "--fail-with-body", "-F", f"file=@{SAMPLES / label}.jpg", f"{serve_container.url}/predict"],
+        [
+            require("curl"),
+            "-sS",
+            "--fail-with-body",
+            "-F",
+            f"file=@{SAMPLES / label}.jpg",
+            f"{serve_container.url}/predict",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
