@@ -47,6 +47,25 @@ def _run(args: list[str], cwd: Path) -> str:
     return result.stdout + result.stderr
 
 
+def _copy_from(pipeline: Path, dest: Path, *names: str) -> None:
+    """The pipeline's files a single stage reads, so it reruns elsewhere and leaves the pipeline as it was."""
+    for name in names:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(pipeline / name, dest / name)
+
+
+def _run_stage(module: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A stage's own entry point as the pipeline runs it; the caller checks the exit status."""
+    return subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=cwd,
+        env=_env() | {"PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def _set_params(path: Path, overrides: dict) -> None:
     params = yaml.safe_load(path.read_text())
     for section, values in overrides.items():
@@ -121,20 +140,11 @@ def test_failed_parity_gate_exits_non_zero_and_keeps_the_previous_model(pipeline
     The stage reruns on the real checkpoint and validation photos this pipeline made, with a
     tolerance no float32 export can meet, in a separate directory so the pipeline stays as it was.
     """
-    for name in ("params.yaml", "models/best_model.pth", "data/clean/images.zip", "data/split.csv"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(pipeline / name, tmp_path / name)
+    _copy_from(pipeline, tmp_path, "params.yaml", "models/best_model.pth", "data/clean/images.zip", "data/split.csv")
     _set_params(tmp_path / "params.yaml", {"export": {"parity_atol": 1e-12}})
     previous = tmp_path / "models" / "model_fp32.onnx"
     previous.write_bytes(b"the model that was exported before")
-    result = subprocess.run(
-        [sys.executable, "-m", "export.export"],
-        cwd=tmp_path,
-        env=_env() | {"PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = _run_stage("export.export", tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "parity gate FAILED: 0 class mismatches" in result.stderr
     assert previous.read_bytes() == b"the model that was exported before"
@@ -226,19 +236,10 @@ def test_quantize_guard_fails_on_a_flat_grey_calibration_and_serves_fp32(pipelin
 
 
 def test_failed_quantize_guard_exits_non_zero_and_names_the_fix(pipeline: Path, tmp_path: Path) -> None:
-    for name in ("params.yaml", "models/model_fp32.onnx", "data/clean/images.zip", "data/split.csv"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(pipeline / name, tmp_path / name)
+    _copy_from(pipeline, tmp_path, "params.yaml", "models/model_fp32.onnx", "data/clean/images.zip", "data/split.csv")
     # No int8 file can agree with fp32 on more than 100% of images.
     _set_params(tmp_path / "params.yaml", {"quantize": {"min_agreement": 1.01}})
-    result = subprocess.run(
-        [sys.executable, "-m", "export.quantize"],
-        cwd=tmp_path,
-        env=_env() | {"PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = _run_stage("export.quantize", tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "quantize guard FAILED" in result.stderr and "quantize.enabled: false" in result.stderr
     served = (tmp_path / "models/model.onnx").read_bytes()
