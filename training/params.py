@@ -53,6 +53,9 @@ class TrainParams:
     seed: int
     device: str
     max_train_images: int | None
+    ema_decay: float | None
+    processes: int
+    collective_timeout_s: int
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,15 @@ class QuantizeParams:
 @dataclass(frozen=True)
 class MlflowParams:
     experiment: str
+    registered_model: str
+    champion_alias: str
+
+
+@dataclass(frozen=True)
+class ReleaseParams:
+    min_accuracy: float
+    min_class_accuracy: float
+    max_model_mb: float
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,7 @@ class Params:
     export: ExportParams
     quantize: QuantizeParams
     mlflow: MlflowParams
+    release: ReleaseParams
 
 
 def _section(cls: type[T], raw: dict[str, Any], name: str) -> T:
@@ -112,4 +125,5 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         export=_section(ExportParams, raw, "export"),
         quantize=_section(QuantizeParams, raw, "quantize"),
         mlflow=_section(MlflowParams, raw, "mlflow"),
+        release=_section(ReleaseParams, raw, "release"),
     )
