@@ -2,9 +2,15 @@
 
 One readable loop: batched augmentation -> the shared normalize() -> model,
 one-cycle schedule with per-group learning rates (fresh head vs ImageNet
-backbone), label smoothing, validation through the exact serving
-preprocessing, best-by-val-accuracy checkpoint, resumable after interruption.
-Uses CUDA with bf16 autocast when present; the same code runs on the CPU.
+backbone), label smoothing, an exponential moving average of the weights,
+validation through the exact serving preprocessing, best-by-val-accuracy
+checkpoint, resumable after interruption. Uses CUDA with bf16 autocast when
+present; the same code runs on the CPU.
+
+Data-parallel: `torchrun --nproc-per-node=N -m training.train`, or set
+`train.processes: N` and this module launches torchrun itself. Each process
+takes batch_size / N images of every global batch (training/distributed.py);
+rank 0 alone writes files and the MLflow run.
 """
 
 from __future__ import annotations
@@ -13,22 +19,28 @@ import csv
 import hashlib
 import json
 import logging
+import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.distributed.elastic.multiprocessing.errors import record
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from service.preprocessing import PreprocessSpec, normalize
-from training import efficientnet_lite
+from training import distributed, efficientnet_lite
 from training.augment import augment
+from training.distributed import ONE_PROCESS, World
 from training.model import build_model, model_from_checkpoint, parameter_groups, pretrained_parameters
 from training.params import Params, load_params
 from training.prepare import PREPARED_DIR, load_split
-from training.tracking import tracked_run
+from training.tracking import Tracker, tracked_run
 
 BEST_MODEL = Path("models/best_model.pth")
 CHECKPOINT = Path("models/checkpoint.pth")
@@ -39,12 +51,12 @@ EVAL_BATCH = 256
 log = logging.getLogger("training.train")
 
 
-def pick_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is visible; set train.device: auto")
-    return torch.device(requested)
+    if requested == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
 
 
 def to_input(images: np.ndarray | torch.Tensor, spec: PreprocessSpec, device: torch.device) -> torch.Tensor:
@@ -56,19 +68,43 @@ def to_input(images: np.ndarray | torch.Tensor, spec: PreprocessSpec, device: to
 
 @torch.no_grad()
 def evaluate_cached(
-    model: nn.Module, images: np.ndarray, labels: np.ndarray, spec: PreprocessSpec, device: torch.device
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    spec: PreprocessSpec,
+    device: torch.device,
+    world: World = ONE_PROCESS,
 ) -> tuple[float, float]:
-    """(loss, accuracy) on a prepared split."""
+    """(loss, accuracy) on a prepared split; each rank scores every world.size-th image."""
     model.eval()
     total_loss, correct = 0.0, 0
-    for start in range(0, len(labels), EVAL_BATCH):
-        x = to_input(images[start : start + EVAL_BATCH], spec, device)
-        y = torch.from_numpy(labels[start : start + EVAL_BATCH]).to(device)
+    rows = np.arange(world.rank, len(labels), world.size)
+    for start in range(0, len(rows), EVAL_BATCH):
+        chunk = rows[start : start + EVAL_BATCH]
+        x = to_input(images[chunk], spec, device)
+        y = torch.from_numpy(labels[chunk]).to(device)
         with autocast(device):
             logits = model(x).float()
         total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
-    return total_loss / len(labels), correct / len(labels)
+    total_loss, correct, count = distributed.sum_across([total_loss, correct, len(rows)], world, device)
+    return total_loss / count, correct / count
+
+
+def weight_average(model: nn.Module, decay: float) -> AveragedModel:
+    """EMA of weights and BatchNorm statistics, warmed up so the fresh head's random start fades fast."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], steps: torch.Tensor) -> None:
+        n = steps.item()
+        rate = 1 - min(decay, (1 + n) / (10 + n))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, rate)
+        else:  # BatchNorm's integer batch counters
+            for mine, theirs in zip(averaged, current, strict=True):
+                mine.copy_(theirs)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def autocast(device: torch.device) -> torch.autocast:
@@ -109,16 +145,36 @@ def write_history(history: list[dict[str, float]]) -> None:
         writer.writerows(history)
 
 
+def save_checkpoint(state: dict[str, object], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+
+
+@record
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
-    cfg, spec = params.train, params.preprocess
+    cfg = params.train
     check_normalisation(params)
-    device = pick_device(cfg.device)
+    world = distributed.current_world()
+    if cfg.processes > 1 and not world.distributed:
+        sys.exit(distributed.launch(cfg.processes))
+    device = pick_device(cfg.device, world.local_rank)
     if device.type == "cpu":
-        torch.set_num_threads(cfg.threads)
+        # Processes on one machine share its cores.
+        torch.set_num_threads(max(1, cfg.threads // world.local_size))
+    else:
+        torch.cuda.set_device(device)
+    distributed.start(world, device, cfg.collective_timeout_s)
+    try:
+        fit(params, world, device)
+    finally:
+        distributed.stop(world)
+
+
+def fit(params: Params, world: World, device: torch.device) -> None:
+    cfg, spec = params.train, params.preprocess
     torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
 
     train_x, train_y = load_split(PREPARED_DIR, "train")
     val_x, val_y = load_split(PREPARED_DIR, "val")
@@ -139,11 +195,12 @@ def main() -> None:
         frozen_blocks=arch.frozen_blocks,
     )
     model = model.to(device, memory_format=torch.channels_last)
+    average = weight_average(model, cfg.ema_decay) if cfg.ema_decay is not None else None
     groups = parameter_groups(model, arch.pretrained, cfg.lr, cfg.backbone_lr)
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     # Pretrained layers that may learn; during head_only_epochs they wait for the new head to settle.
     trainable_backbone = [p for p in pretrained_parameters(model) if p.requires_grad] if arch.pretrained else []
-    steps_per_epoch = max(1, len(train_y) // cfg.batch_size)
+    steps_per_epoch = len(distributed.shard_batches(torch.arange(len(train_y)), cfg.batch_size, 0, world.size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=[group["lr"] for group in groups],
@@ -161,13 +218,28 @@ def main() -> None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            generator.set_state(state["generator"])
+            if average is not None:
+                average.load_state_dict(state["average"])
             start_epoch, best_acc, history = state["epoch"], state["best_acc"], state["history"]
             log.info("resuming from %s at epoch %d", CHECKPOINT, start_epoch + 1)
         else:
             log.info("ignoring %s: it belongs to different params or data", CHECKPOINT)
+    # Built after loading so every rank starts from the same weights; unused parameters only
+    # occur while head_only_epochs keeps the backbone still.
+    replicated = (
+        DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.head_only_epochs > start_epoch,
+        )
+        if world.distributed
+        else model
+    )
+    # The weights that are validated and shipped: the moving average when there is one.
+    shipped = average.module if average is not None else model
 
-    with tracked_run(params.mlflow.experiment, run_name=f"train-{fingerprint}") as tracker:
+    run = tracked_run(params.mlflow.experiment, run_name=f"train-{fingerprint}") if world.is_main else None
+    with run if run is not None else nullcontext(Tracker(None)) as tracker:
         tracker.log_params(
             {
                 f"{section}.{key}": value
@@ -184,31 +256,36 @@ def main() -> None:
         )
         train_seconds = sum(row["seconds"] for row in history)
         for epoch in range(start_epoch, cfg.epochs):
-            model.train()
+            replicated.train()
             for parameter in trainable_backbone:
                 parameter.requires_grad_(epoch >= cfg.head_only_epochs)
             started = time.perf_counter()
-            order = torch.randperm(len(train_y), generator=generator)[: steps_per_epoch * cfg.batch_size]
+            order = distributed.epoch_order(len(train_y), cfg.seed, epoch)
+            batches = distributed.shard_batches(order, cfg.batch_size, world.rank, world.size)
+            generator = distributed.augmentation_generator(cfg.seed, epoch, world.rank)
             seen, loss_sum, correct = 0, 0.0, 0
-            bar = tqdm(order.split(cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not world.is_main)
             for batch_idx in bar:
                 crops = augment(train_x_t[batch_idx], cfg.scale_min, cfg.jitter, generator, cfg.crop_size)
                 x = to_input(crops, spec, device)
                 y = train_y_t[batch_idx].to(device, non_blocking=True)
                 with autocast(device):
-                    logits = model(x).float()
+                    logits = replicated(x).float()
                 loss = loss_fn(logits, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                if average is not None:
+                    average.update_parameters(model)
                 seen += len(y)
                 loss_sum += loss.item() * len(y)
                 correct += (logits.argmax(1) == y).sum().item()
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
             epoch_seconds = time.perf_counter() - started
             train_seconds += epoch_seconds
-            val_loss, val_acc = evaluate_cached(model, val_x, val_y, spec, device)
+            loss_sum, correct, seen = distributed.sum_across([loss_sum, correct, seen], world, device)
+            val_loss, val_acc = evaluate_cached(shipped, val_x, val_y, spec, device, world)
             row = {
                 "epoch": epoch + 1,
                 "train_loss": round(loss_sum / seen, 5),
@@ -220,14 +297,16 @@ def main() -> None:
                 "images_per_second": round(seen / epoch_seconds, 1),
             }
             history.append(row)
-            log.info(json.dumps(row))
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-            if val_acc > best_acc:
-                best_acc = val_acc
-                BEST_MODEL.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(
+            improved = val_acc > best_acc
+            best_acc = max(best_acc, val_acc)
+            if not world.is_main:
+                continue
+            log.info(json.dumps(row))
+            if improved:
+                save_checkpoint(
                     {
-                        "state_dict": model.state_dict(),
+                        "state_dict": shipped.state_dict(),
                         "classes": list(params.data.classes),
                         "model": asdict(params.model),
                         "preprocessing": spec.to_json(),
@@ -237,19 +316,21 @@ def main() -> None:
                     },
                     BEST_MODEL,
                 )
-            torch.save(
+            save_checkpoint(
                 {
                     "fingerprint": fingerprint,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
+                    "average": average.state_dict() if average is not None else None,
                     "epoch": epoch + 1,
                     "best_acc": best_acc,
                     "history": history,
                 },
                 CHECKPOINT,
             )
+        if not world.is_main:
+            return
 
         write_history(history)
         best = max(history, key=lambda r: r["val_accuracy"])
@@ -261,6 +342,7 @@ def main() -> None:
             "train_seconds": round(train_seconds, 1),
             "images_per_second": round(sum(r["images_per_second"] for r in history) / len(history), 1),
             "device": device.type,
+            "processes": world.size,
             "mlflow_run_id": tracker.run_id,
         }
         TRAIN_METRICS.write_text(json.dumps(summary, indent=2) + "\n")
