@@ -6,6 +6,7 @@ import io
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -114,6 +115,48 @@ def test_image_over_max_image_pixels_is_refused_before_decoding(client: TestClie
     body = assert_error(client.post("/predict", files={"file": ("big.png", bomb)}), 422, "image_too_large")
     assert time.perf_counter() - start < 1.0
     assert "8000x8000" in body["detail"]
+
+
+# Pillow's own limit; the service's MAX_IMAGE_PIXELS is the only limit a client should ever read.
+PILLOW_LIMIT = "89478485"
+
+
+@pytest.fixture
+def limited_client(model_path) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    """MAX_IMAGE_PIXELS set through the environment to a value that is neither ours nor Pillow's default."""
+    from service.app import create_app
+    from service.config import Settings
+
+    settings = Settings.from_env({"MODEL_PATH": str(model_path), "MAX_IMAGE_PIXELS": "12_345_678"})
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.mark.parametrize("route", ["/predict", "/predict/batch"])
+def test_10000x10000_png_quotes_max_image_pixels_not_pillows_limit(limited_client: TestClient, route: str) -> None:
+    bomb = png_header_bomb(10_000, 10_000)  # over Pillow's limit, under twice it: Pillow only warns
+    response = limited_client.post(route, files={"file": ("big.png", bomb)})
+    detail = image_too_large_detail(response)
+    assert detail == "image is 10000x10000 (100000000 pixels); the limit is 12345678 pixels"
+    assert PILLOW_LIMIT not in detail.replace(",", "")
+
+
+@pytest.mark.parametrize("route", ["/predict", "/predict/batch"])
+def test_30000x30000_png_quotes_max_image_pixels_not_pillows_limit(limited_client: TestClient, route: str) -> None:
+    bomb = png_header_bomb(30_000, 30_000)  # over twice Pillow's limit: Pillow refuses it before we see the size
+    response = limited_client.post(route, files={"file": ("bomb.png", bomb)})
+    detail = image_too_large_detail(response)
+    assert detail == "image has 900000000 pixels; the limit is 12345678 pixels"
+    assert PILLOW_LIMIT not in detail.replace(",", "")
+
+
+def image_too_large_detail(response) -> str:  # type: ignore[no-untyped-def]
+    """The 422 image_too_large detail, whether the route answers for one image or per file of a batch."""
+    if response.status_code == 200:  # /predict/batch: one result entry per file, each with its own status
+        (entry,) = response.json()["results"]
+        assert (entry["status"], entry["error"]) == (422, "image_too_large"), entry
+        return str(entry["detail"])
+    return str(assert_error(response, 422, "image_too_large")["detail"])
 
 
 def test_upload_over_content_length_limit_is_413(model_path) -> None:  # type: ignore[no-untyped-def]
