@@ -52,11 +52,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        try:
-            await host.load()
-        except ModelError as exc:
-            log.critical("cannot start: %s", exc)  # one clear line before uvicorn's generic failure
-            raise
+        if not host.ready:  # `python -m service` loads it before uvicorn; `uvicorn --factory` gets here first
+            try:
+                await host.load()
+            except ModelError as exc:
+                log.critical("cannot start: %s", exc)  # one clear line before uvicorn's generic failure
+                raise
         restore = _install_sighup(host)
         try:
             yield

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import select
 import shutil
 import signal
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 
 from tests.service.conftest import BLUE, RED, build_model, image_bytes
 from tests.service.test_bad_input import png_header_bomb
-from tests.service_process import ServiceProcess, free_port, start_service, stop_service
+from tests.service_process import ServiceProcess, start_service, stop_service
 
 
 def slow_batch(count: int) -> list[tuple[str, tuple[str, bytes]]]:
@@ -219,38 +217,3 @@ def test_admin_reload_is_404_when_no_token_is_configured(model_path: Path, tmp_p
         assert "ADMIN_TOKEN" in response.json()["detail"]
     finally:
         stop_service(srv)
-
-
-def test_bad_configuration_exits_with_a_message_naming_the_variable(model_path: Path, tmp_path: Path) -> None:
-    import subprocess
-
-    from tests.service.conftest import REPO
-
-    result = subprocess.run(
-        [sys.executable, "-m", "service"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={"MODEL_PATH": str(model_path), "PORT": "not-a-port"},
-        timeout=30,
-    )
-    assert result.returncode == 2
-    assert "PORT" in result.stderr and "whole number" in result.stderr
-
-
-def test_missing_model_exits_non_zero_with_a_json_error_line(tmp_path: Path) -> None:
-    import subprocess
-
-    from tests.service.conftest import REPO
-
-    result = subprocess.run(
-        [sys.executable, "-m", "service"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={"MODEL_PATH": str(tmp_path / "nope.onnx"), "PORT": str(free_port())},
-        timeout=30,
-    )
-    assert result.returncode != 0
-    critical = [json.loads(line) for line in result.stdout.splitlines() if '"critical"' in line]
-    assert critical and "MODEL_PATH" in critical[0]["message"]

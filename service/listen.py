@@ -1,0 +1,41 @@
+"""The listening socket, bound before uvicorn starts so a bad HOST or a busy PORT is one clear error."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+
+class ListenError(RuntimeError):
+    """HOST:PORT cannot be bound; the message says what to change."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (uvicorn listens on it); raises ListenError naming the fix."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn does: a restart may bind while the old process's connections sit in TIME_WAIT.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except (OSError, TypeError) as exc:  # gaierror is an OSError; a HOST socket cannot encode is a TypeError
+        sock.close()
+        raise ListenError(bind_failure(exc, host, port)) from exc
+    return sock
+
+
+def bind_failure(exc: Exception, host: str, port: int) -> str:
+    """Why host:port could not be bound, and what to set instead."""
+    code = getattr(exc, "errno", None)
+    if code == errno.EADDRINUSE:
+        return (
+            f"port {port} on {host} is already in use; stop the process holding it "
+            f"(`ss -ltnp 'sport = :{port}'` names it) or set PORT to a free port"
+        )
+    if code == errno.EACCES:
+        return f"PORT={port} needs root (ports below 1024 are privileged); set PORT to 1024 or above, e.g. PORT=8000"
+    if code == errno.EADDRNOTAVAIL:
+        return f"HOST={host} is not an address of this machine; set HOST=127.0.0.1 (local only) or HOST=0.0.0.0 (all)"
+    if isinstance(exc, (socket.gaierror, TypeError)):
+        return f"HOST={host!r} is not a host name or address; set HOST=127.0.0.1 (local only) or HOST=0.0.0.0 (all)"
+    return f"cannot listen on {host}:{port}: {exc}; set HOST and PORT to an address and free port of this machine"
