@@ -6,6 +6,7 @@ without a suffix still opens. Paths are POSIX and relative to the archive root.
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 import zipfile
 import zlib
@@ -82,3 +83,33 @@ def _dir_members(root: Path) -> Iterator[Member]:
         except OSError:
             data = None
         yield Member(file.relative_to(root).as_posix(), data)
+
+
+def iter_names(path: Path) -> Iterator[str]:
+    """Member paths without reading their bytes (a tar is still streamed front to back)."""
+    kind = source_kind(path)
+    if kind == "zip":
+        with zipfile.ZipFile(path) as archive:
+            yield from (info.filename for info in archive.infolist() if not info.is_dir())
+    elif kind == "tar":
+        with tarfile.open(path, mode="r|*") as archive:
+            yield from (info.name.removeprefix("./") for info in archive if info.isfile())
+    else:
+        yield from (p.relative_to(path).as_posix() for p in sorted(path.rglob("*")) if p.is_file())
+
+
+def extract_member(path: Path, name: str, dest: Path) -> None:
+    """Stream one member of a zip or tar to `dest` without holding it in memory."""
+    if source_kind(path) == "zip":
+        with zipfile.ZipFile(path) as archive, archive.open(name) as src, dest.open("wb") as out:
+            shutil.copyfileobj(src, out)
+        return
+    with tarfile.open(path, mode="r|*") as archive:
+        for info in archive:
+            if info.isfile() and info.name.removeprefix("./") == name:
+                src = archive.extractfile(info)
+                assert src is not None  # isfile() members always have a body
+                with dest.open("wb") as out:
+                    shutil.copyfileobj(src, out)
+                return
+    raise KeyError(f"{name} is not in {path}")

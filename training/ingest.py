@@ -22,6 +22,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import sys
 import tempfile
 import zipfile
 from collections import Counter
@@ -32,9 +33,10 @@ from tqdm import tqdm
 
 from training.archives import Member, count_members, iter_members
 from training.atomic import atomic_path, write_text_atomic
+from training.nested import Unwrapped, unwrap
 from training.params import DataParams, load_params
 from training.screening import DROP_REASONS, Candidate, Rejected, deduplicate, screen
-from training.sources import ResolvedSource, resolve_source
+from training.sources import LABELLED_SOURCES, ResolvedSource, resolve_source
 
 MANIFEST_COLUMNS = ("path", "label", "sha256", "width", "height", "source_path")
 EXAMPLES_PER_REASON = 20
@@ -90,14 +92,19 @@ def write_manifest(dest: Path, kept: Sequence[Candidate]) -> None:
 
 
 def build_report(
-    source: ResolvedSource, classes: Sequence[str], kept: Sequence[Candidate], rejected: Sequence[Rejected]
+    source: ResolvedSource,
+    unwrapped: Unwrapped | None,
+    classes: Sequence[str],
+    kept: Sequence[Candidate],
+    rejected: Sequence[Rejected],
 ) -> dict:
     by_reason: dict[str, list[str]] = {reason: [] for reason in DROP_REASONS}
     for r in rejected:
         by_reason[r.reason].append(r.source_path)
     return {
         "data_version": data_version(kept),
-        "source": source.describe(),
+        # Only a wrapper archive adds keys, so a plain source's report keeps its exact bytes.
+        "source": source.describe() | (unwrapped.describe() if unwrapped else {}),
         "files_seen": len(kept) + len(rejected),
         "kept": {"total": len(kept), **{cls: sum(c.label == cls for c in kept) for cls in classes}},
         "dropped": {"total": len(rejected), **{reason: len(paths) for reason, paths in by_reason.items()}},
@@ -116,14 +123,18 @@ def run_ingest(
 ) -> dict:
     """Run the whole stage; returns the report that was written to `report_path`."""
     source = resolve_source(data.source, raw_dir, data.sha256)
+    unwrapped = unwrap(source.location, data.classes, raw_dir / "unwrapped")
+    if unwrapped:
+        print(f"{source.path}: {unwrapped.summary()}", file=sys.stderr)
+    images = unwrapped.location if unwrapped else source.location
     candidates: list[Candidate] = []
     rejected: list[Rejected] = []
     clean_dir.mkdir(parents=True, exist_ok=True)
     # Kept bytes wait on disk, not in memory, until the zip is written in sorted order.
     with tempfile.TemporaryDirectory(prefix=".spool-", dir=clean_dir) as spool_name:
         spool = Path(spool_name)
-        screened = screen_all(iter_members(source.path), data.classes, data.min_side, jobs)
-        for member, result in tqdm(screened, total=count_members(source.path), desc="ingest", unit="file"):
+        screened = screen_all(iter_members(images), data.classes, data.min_side, jobs)
+        for member, result in tqdm(screened, total=count_members(images), desc="ingest", unit="file"):
             if isinstance(result, Rejected):
                 rejected.append(result)
                 continue
@@ -136,12 +147,12 @@ def run_ingest(
         if not kept:
             dropped = dict(Counter(r.reason for r in rejected))
             raise RuntimeError(
-                f"no usable images in {source.path} (dropped: {dropped}); check data.source "
-                f"and that image paths name one of data.classes {list(data.classes)}"
+                f"no usable images in {images} (dropped: {dropped}); image paths must name one of "
+                f"data.classes {list(data.classes)}. {LABELLED_SOURCES}"
             )
         write_images_zip(clean_dir / "images.zip", kept, spool)
     write_manifest(clean_dir / "manifest.csv", kept)
-    report = build_report(source, data.classes, kept, rejected)
+    report = build_report(source, unwrapped, data.classes, kept, rejected)
     write_text_atomic(report_path, json.dumps(report, indent=2) + "\n")
     return report
 

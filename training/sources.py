@@ -5,15 +5,22 @@ interrupted download leaves nothing behind) and its sha256 is recorded next to
 it as `<name>.sha256`. A later run reuses the file when its bytes still match
 that record (or `data.sha256` when set) instead of downloading again.
 
+A local path may use `~` and environment variables (`$HOME/Downloads/train.zip`). A relative
+path is read from the repo root: `$DVC_ROOT` when DVC runs the stage (for `dvc exp run --temp`
+and `--queue` that is the user's repo, not the throwaway copy the experiment runs in), else the
+working directory. reports/data.json records the path as configured, so it reads the same
+wherever the experiment ran.
+
 The full public dataset is Microsoft's PetImages release (~800 MB, original
-sizes, a few zero-byte and undecodable files that ingest drops):
-https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip
+sizes, a few zero-byte and undecodable files that ingest drops), PETIMAGES_URL below.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import os
+import re
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -24,6 +31,15 @@ from tqdm import tqdm
 from training.atomic import atomic_path, write_text_atomic
 
 _CHUNK = 1 << 20
+PETIMAGES_URL = (
+    "https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip"
+)
+# The end of every "this source has no labels" message: what data.source can be instead.
+LABELLED_SOURCES = (
+    "data.source needs images whose paths name a class (train/cat.0.jpg, PetImages/Cat/0.jpg, cats/x.jpg): "
+    "pass Kaggle's train.zip (inside dogs-vs-cats.zip; not test1.zip, which is unlabelled), "
+    f"Microsoft's PetImages zip ({PETIMAGES_URL}) or a folder with cats/ and dogs/ subfolders"
+)
 
 
 class SourceError(RuntimeError):
@@ -32,9 +48,10 @@ class SourceError(RuntimeError):
 
 @dataclass(frozen=True)
 class ResolvedSource:
-    path: Path
+    path: Path  # as configured (expanded) or downloaded: what reports/data.json records
     url: str | None
     sha256: str | None  # of the archive file; None for a directory
+    location: Path  # where the bytes are read: `path`, or a relative `path` under the repo root
 
     def describe(self) -> dict[str, str | None]:
         return {"url": self.url, "path": str(self.path), "sha256": self.sha256}
@@ -52,23 +69,42 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_source(source: str, raw_dir: Path, expected_sha256: str | None = None) -> ResolvedSource:
+def repo_root() -> Path:
+    """Where a relative data.source starts: DVC sets DVC_ROOT to the user's repo, even in a temp experiment."""
+    return Path(os.environ.get("DVC_ROOT", "."))
+
+
+def expand_path(source: str) -> Path:
+    """`~` and `$VAR`/`${VAR}` expanded; an unset variable is an error rather than a literal `$VAR` folder."""
+    unset = sorted({name for name in re.findall(r"\$\{?(\w+)", source) if name not in os.environ})
+    if unset:
+        raise SourceError(
+            f"data.source {source!r} uses unset environment variable(s) {', '.join(unset)}; "
+            "export them or write the path out in data.source"
+        )
+    return Path(os.path.expandvars(source)).expanduser()
+
+
+def resolve_source(
+    source: str, raw_dir: Path, expected_sha256: str | None = None, root: Path | None = None
+) -> ResolvedSource:
     if is_url(source):
         path, sha = download(source, raw_dir, expected_sha256)
-        return ResolvedSource(path=path, url=source, sha256=sha)
-    path = Path(source).expanduser()
-    if not path.exists():
+        return ResolvedSource(path=path, url=source, sha256=sha, location=path)
+    path = expand_path(source)
+    location = (root or repo_root()) / path  # an absolute `path` replaces the root
+    if not location.exists():
         raise SourceError(
-            f"data.source {source!r} does not exist (looked at {path.resolve()}); fix data.source in "
+            f"data.source {source!r} does not exist (looked at {location.resolve()}); fix data.source in "
             "params.yaml: a zip, tar(.gz) or folder of images relative to the repo root, or an http(s) URL"
         )
-    if path.is_dir():
+    if location.is_dir():
         if expected_sha256:
             raise SourceError(f"data.sha256 is set but {source!r} is a folder; set data.sha256: null")
-        return ResolvedSource(path=path, url=None, sha256=None)
-    sha = file_sha256(path)
-    _check_sha(path, sha, expected_sha256)
-    return ResolvedSource(path=path, url=None, sha256=sha)
+        return ResolvedSource(path=path, url=None, sha256=None, location=location)
+    sha = file_sha256(location)
+    _check_sha(location, sha, expected_sha256)
+    return ResolvedSource(path=path, url=None, sha256=sha, location=location)
 
 
 def _check_sha(path: Path, actual: str, expected: str | None) -> None:

@@ -240,8 +240,9 @@ def test_parallel_screening_gives_the_same_result(tmp_path):
 
 def test_a_source_without_usable_images_fails_naming_the_fix(tmp_path):
     source = write_zip(tmp_path / "source.zip", [("test1/1.jpg", jpeg(1)), ("notes.txt", b"x")])
-    with pytest.raises(RuntimeError, match="name one of data.classes"):
+    with pytest.raises(RuntimeError, match="name one of data.classes") as error:
         ingest(tmp_path, source)
+    assert "pass Kaggle's train.zip (inside dogs-vs-cats.zip; not test1.zip, which is unlabelled)" in str(error.value)
     assert not (tmp_path / "out/clean/images.zip").exists()
 
 

@@ -144,3 +144,47 @@ def test_local_path_is_returned_unchanged(tmp_path: Path):
     archive = tmp_path / "pets.tar.gz"
     archive.write_bytes(b"x")
     assert resolve_source(str(archive), tmp_path / "raw").path == archive
+
+
+def test_tilde_in_source_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "Downloads").mkdir()
+    (tmp_path / "Downloads/train.zip").write_bytes(PAYLOAD)
+    source = resolve_source("~/Downloads/train.zip", tmp_path / "raw", root=tmp_path / "repo")
+    assert source.location == tmp_path / "Downloads/train.zip"
+    assert source.describe()["path"] == str(tmp_path / "Downloads/train.zip")
+    assert source.sha256 == PAYLOAD_SHA
+
+
+@pytest.mark.parametrize("written", ["$PETS/train.zip", "${PETS}/train.zip"])
+def test_environment_variables_in_source_are_expanded(tmp_path, monkeypatch, written):
+    monkeypatch.setenv("PETS", str(tmp_path))
+    (tmp_path / "train.zip").write_bytes(PAYLOAD)
+    assert resolve_source(written, tmp_path / "raw", root=tmp_path / "repo").location == tmp_path / "train.zip"
+
+
+def test_unset_environment_variable_is_named_instead_of_read_as_a_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_PETS_DIR", raising=False)
+    with pytest.raises(SourceError, match="unset environment variable.*NO_SUCH_PETS_DIR"):
+        resolve_source("$NO_SUCH_PETS_DIR/train.zip", tmp_path / "raw")
+
+
+def test_relative_source_is_read_from_dvc_root_and_recorded_as_written(tmp_path, monkeypatch):
+    """`dvc exp run --temp` runs the stage in a copy elsewhere; DVC_ROOT is still the user's repo."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared/pets.zip").write_bytes(PAYLOAD)
+    repo, elsewhere = tmp_path / "repo", tmp_path / "exp-copy"
+    repo.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("DVC_ROOT", str(repo))
+    source = resolve_source("../shared/pets.zip", Path("data/raw"))
+    assert source.location.resolve() == tmp_path / "shared/pets.zip"
+    assert source.describe() == {"url": None, "path": "../shared/pets.zip", "sha256": PAYLOAD_SHA}
+
+
+def test_relative_source_without_dvc_root_is_read_from_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "pets.zip").write_bytes(PAYLOAD)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert resolve_source("pets.zip", Path("raw")).sha256 == PAYLOAD_SHA
