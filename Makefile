@@ -26,7 +26,8 @@ test-containers: setup container-deps
 train-image: setup container-deps
 	$(VENV)/bin/python -m pytest -s tests/containers/test_train_image.py
 
-## Training + export + test tools (torch, dvc, mlflow, onnx, pytest, linters).
+## Training + export + test tools (torch, dvc, mlflow, onnx, pytest, linters). torch comes from PyPI,
+## which on Linux is the CUDA build (a 7.1 GB .venv); `make setup TORCH=cpu` takes PyTorch's CPU build.
 setup: $(VENV)/.built
 
 setup-serve: $(SERVE_VENV)/.built
@@ -39,9 +40,30 @@ system-deps:
 container-deps:
 	bash scripts/ci-system-deps.sh containers
 
-$(VENV)/.built: requirements/serve.txt requirements/train.txt requirements/dev.txt requirements/ops.txt
+# TORCH=cpu: torch and torchvision at train.txt's pins from PyTorch's CPU wheel index, as
+# Dockerfile.train installs them; unset: from PyPI with the rest, CUDA libraries and all.
+TORCH ?=
+TORCH_CPU_INDEX_URL := https://download.pytorch.org/whl/cpu
+ifneq ($(filter-out cpu,$(TORCH)),)
+$(error TORCH=$(TORCH) is not a torch build; use TORCH=cpu (PyTorch's CPU index) or leave TORCH unset (PyPI))
+endif
+
+$(VENV)/.built: requirements/serve.txt requirements/train.txt requirements/dev.txt requirements/ops.txt \
+		$(if $(TORCH),$(VENV)/.torch-$(TORCH))
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements/dev.txt
+	touch $@
+
+# From scratch: pip takes 2.14.1+cpu and 2.14.1 for the same pin, and never removes CUDA's packages.
+$(VENV)/.torch-cpu: requirements/train.txt
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check --index-url $(TORCH_CPU_INDEX_URL) \
+		$$(grep -E '^(torch|torchvision)==' requirements/train.txt)
+	@# Where the CPU index is unreachable, pip may take the CUDA build from another index it is configured with.
+	$(VENV)/bin/python -c 'import sys, torch; torch.version.cuda and sys.exit("TORCH=cpu got torch " \
+		+ torch.__version__ + " built for CUDA: pip could not use $(TORCH_CPU_INDEX_URL) (unreachable?); " \
+		+ "retry where it is reachable, or run make setup without TORCH=cpu for the PyPI build")'
 	touch $@
 
 $(SERVE_VENV)/.built: requirements/serve.lock scripts/build_serve_venv.sh
