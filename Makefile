@@ -7,6 +7,11 @@ SERVE_VENV := .venv-serve
 
 ## Set up the torch-free serving env (exactly what Dockerfile.serve installs) and serve models/model.onnx on :8000.
 serve: $(SERVE_VENV)/.built
+	@# A dvc repro or dvc exp run/apply in this checkout replaces the model: never serve that unannounced.
+	@if [ -z "$$MODEL_PATH" ] && git rev-parse --is-inside-work-tree >/dev/null 2>&1 \
+		&& ! git diff --quiet HEAD -- models/model.onnx; then \
+		echo "make serve: WARNING: models/model.onnx is not the committed model (a dvc repro or dvc exp run/apply replaced it); serving it anyway. git checkout -- models/model.onnx restores the committed one" >&2; \
+	fi
 	$(SERVE_VENV)/bin/python -m service
 
 ## Set up every environment the suite needs, then lint and run the whole test suite:
