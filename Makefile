@@ -105,7 +105,7 @@ MUTATION_SCOPE := 'service.preprocessing.*' 'service.limits.*' 'export.parity.*'
 .PHONY: mutation
 mutation: setup
 	CATSDOGS_SHARED_DATA="$${CATSDOGS_SHARED_DATA:-$(abspath $(CURDIR)/../shared/data)}" \
-		nice -n 10 $(VENV)/bin/mutmut run $(MUTATION_SCOPE)
+		nice -n 19 $(VENV)/bin/mutmut run $(MUTATION_SCOPE)
 	$(VENV)/bin/python scripts/mutation_report.py $(MUTATION_SCOPE)
 
 clean:
