@@ -9,6 +9,8 @@ reported as skipped with the reason. A source with images of its own is never un
 from __future__ import annotations
 
 import shlex
+import tarfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -63,11 +65,12 @@ def what_to_pass(source: Path, inner: str) -> str:
     """The commands that train on `inner` alone: extract it into data/raw/ (git-ignored), then point at it."""
     if source.is_dir():
         return f"`dvc exp run --temp -S data.source={shlex.quote(str(source / inner))}`"
-    if source_kind(source) == "zip":
-        extract = f"unzip -j {shlex.quote(str(source))} {shlex.quote(inner)} -d data/raw"
+    archive, member = shlex.quote(str(source)), shlex.quote(inner)
+    if source_kind(source) == "zip":  # -j: lands as data/raw/<name>, whatever folder it sat in
+        extract, extracted = f"unzip -j {archive} {member} -d data/raw", PurePosixPath(inner).name
     else:
-        extract = f"tar -xf {shlex.quote(str(source))} -C data/raw {shlex.quote(inner)}"
-    return f"`{extract}` then `dvc exp run --temp -S data.source=data/raw/{shlex.quote(PurePosixPath(inner).name)}`"
+        extract, extracted = f"tar -xf {archive} -C data/raw {member}", inner
+    return f"`{extract}` then `dvc exp run --temp -S data.source={shlex.quote(f'data/raw/{extracted}')}`"
 
 
 def _member_on_disk(source: Path, inner: str, work_dir: Path) -> Path:
@@ -89,11 +92,17 @@ def unwrap(source: Path, classes: Sequence[str], work_dir: Path) -> Unwrapped | 
     labelled: list[tuple[str, Path]] = []
     for inner in (name for name in names if _is_archive(name)):
         location = _member_on_disk(source, inner, work_dir)
-        images, named = count_labelled(location, classes)
-        if named:
-            labelled.append((inner, location))
-            continue
-        skipped[inner] = f"{images} images, none with a class in its path (an unlabelled set, like Kaggle's test1.zip)"
+        try:
+            images, named = count_labelled(location, classes)
+        except (ValueError, OSError, zipfile.BadZipFile, tarfile.TarError) as exc:
+            skipped[inner] = f"not a readable archive ({exc})"
+        else:
+            if named:
+                labelled.append((inner, location))
+                continue
+            skipped[inner] = (
+                f"{images} images, none with a class in its path (an unlabelled set like Kaggle's test1.zip)"
+            )
         if not source.is_dir():
             location.unlink()
     if not labelled:

@@ -64,6 +64,15 @@ def test_wrapper_tar_is_unwrapped_too(tmp_path):
         assert len(archive.namelist()) == 4
 
 
+def test_unreadable_inner_archive_is_skipped_with_the_reason(tmp_path):
+    train = write_zip(tmp_path / "train.zip", kaggle_members(2)).read_bytes()
+    source = write_zip(tmp_path / "bundle.zip", [("broken.zip", b"not a zip at all"), ("train.zip", train)])
+    unwrapped = unwrap(source, CLASSES, tmp_path / "work")
+    assert unwrapped is not None and unwrapped.inner == "train.zip"
+    assert unwrapped.skipped["broken.zip"].startswith("not a readable archive")
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["train.zip"]
+
+
 def test_archive_with_images_of_its_own_is_not_unwrapped(tmp_path):
     inner = write_zip(tmp_path / "extra.zip", kaggle_members(1)).read_bytes()
     source = write_zip(tmp_path / "mixed.zip", [*kaggle_members(2), ("extra.zip", inner)])
