@@ -120,7 +120,9 @@ def shard_batches(order: torch.Tensor, batch_size: int, rank: int, world_size: i
     steps = len(order) // batch_size
     if steps == 0:
         raise ValueError(f"{len(order)} training images are fewer than train.batch_size {batch_size}")
-    batches = list(order[: (steps - 1) * batch_size].split(batch_size)) + [order[(steps - 1) * batch_size :]]
+    # Not order[:k].split(): an empty tensor splits into one empty batch, a NaN step when steps == 1.
+    batches = [order[step * batch_size : (step + 1) * batch_size] for step in range(steps - 1)]
+    batches.append(order[(steps - 1) * batch_size :])
     return [batch[rank::world_size] for batch in batches]
 
 
