@@ -344,11 +344,12 @@ def describe_host(model: Path) -> str:
 
 def print_table(results: list[Result]) -> None:
     # (label, attribute, format, target, bound the ONNX service must meet, higher is better)
+    # Latency and throughput bars are the pretrained model's (issue #12), not the 80 px cnn's 5 ms / 300 req/s.
     rows = [
         ("ready after start (s)", "ready_s", "{:.2f}", "<= 1", 1.0, False),
-        ("p50 latency c=1 (ms)", "p50_ms", "{:.2f}", "<= 5", 5.0, False),
+        ("p50 latency c=1 (ms)", "p50_ms", "{:.2f}", "<= 8", 8.0, False),
         ("p99 latency c=1 (ms)", "p99_ms", "{:.2f}", "", None, False),
-        ("throughput c=8 (req/s)", "rps_c8", "{:.0f}", ">= 300", 300.0, True),
+        ("throughput c=8 (req/s)", "rps_c8", "{:.0f}", ">= 250", 250.0, True),
         ("p50 latency c=8 (ms)", "p50_c8_ms", "{:.2f}", "", None, False),
         ("p99 latency c=8 (ms)", "p99_c8_ms", "{:.2f}", "", None, False),
         ("server CPU/request c=8 (ms)", "server_cpu_ms", "{:.2f}", "", None, False),
