@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from service.preprocessing import DEFAULT_MAX_PIXELS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +66,9 @@ class Settings:
             host=env.get("HOST", defaults.host).strip() or defaults.host,
             port=_int(env, "PORT", defaults.port, low=0, high=65535),
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", defaults.max_upload_bytes, low=1),
-            max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", defaults.max_image_pixels, low=1),
+            max_image_pixels=_int(
+                env, "MAX_IMAGE_PIXELS", defaults.max_image_pixels, low=1, high=PILLOW_HARD_LIMIT_PIXELS
+            ),
             max_in_flight=_int(env, "MAX_IN_FLIGHT", defaults.max_in_flight, low=1),
             max_batch_files=_int(env, "MAX_BATCH_FILES", defaults.max_batch_files, low=1),
             ort_intra_op_threads=_int(env, "ORT_INTRA_OP_THREADS", defaults.ort_intra_op_threads, low=0),
@@ -80,6 +84,10 @@ class Settings:
     @property
     def log_level_number(self) -> int:
         return logging.getLevelNamesMapping()[self.log_level]
+
+
+# Pillow refuses to open anything larger whatever we allow, so a higher setting would be a promise we break.
+PILLOW_HARD_LIMIT_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int | None = None) -> int:

@@ -134,3 +134,10 @@ def test_body_within_the_limit_passes() -> None:
 
     sent, pulled = anyio.run(_run_limited, [b"x" * 100] * 3, 300, [])
     assert sent[0]["status"] == 200 and pulled == 3
+
+
+def test_max_image_pixels_above_pillows_hard_limit_is_refused_naming_the_range() -> None:
+    # Pillow will not open more than 178,956,970 pixels, so a larger setting could never be honoured.
+    assert Settings.from_env({"MAX_IMAGE_PIXELS": "178956970"}).max_image_pixels == 178_956_970
+    with pytest.raises(ConfigError, match="MAX_IMAGE_PIXELS.*between 1 and 178956970"):
+        Settings.from_env({"MAX_IMAGE_PIXELS": "300000000"})
