@@ -24,7 +24,8 @@ from service.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
 from service.preprocessing import PreprocessSpec
 from training.dataset import split_images
 from training.model import WithSoftmax, model_from_checkpoint
-from training.params import load_params
+from training.params import ExportParams, load_params
+from training.tracking import reopened_run, train_run_id
 
 BEST_MODEL = Path("models/best_model.pth")
 ONNX_MODEL = Path("models/model_fp32.onnx")  # the quantize stage turns it into the served models/model.onnx
@@ -106,6 +107,21 @@ def export_model(
     return report
 
 
+def track(report: dict, cfg: ExportParams, report_path: Path = PARITY_REPORT) -> None:
+    """Add the export params and the parity gate's verdict to the model's MLflow run."""
+    with reopened_run(train_run_id(), "export") as tracker:
+        tracker.log_params({f"export.{key}": value for key, value in dataclasses.asdict(cfg).items()})
+        tracker.log_metrics(
+            {
+                "parity_passed": float(report["passed"]),
+                "parity_max_abs_diff": report["max_abs_diff"],
+                "parity_class_mismatches": report["class_mismatches"],
+                "fp32_mb": report["bytes"] / 2**20,
+            }
+        )
+        tracker.log_artifact(report_path)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for chatty in ("onnx_ir", "onnxscript"):
@@ -115,6 +131,7 @@ def main() -> None:
     report = export_model(
         BEST_MODEL, ONNX_MODEL, PARITY_REPORT, cfg.opset, cfg.parity_images, cfg.parity_atol, cfg.flip_tta
     )
+    track(report, cfg)
     if not report["passed"]:
         log.error(
             "parity gate FAILED: %d class mismatches, max |diff| %.2e > %.0e (worst: %s). %s left unchanged.",

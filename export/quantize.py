@@ -34,6 +34,7 @@ from service.model import OnnxModel, SessionTuning, load_model
 from service.preprocessing import PreprocessSpec, preprocess
 from training.dataset import LabelledImage, split_images
 from training.params import QuantizeParams, load_params
+from training.tracking import reopened_run, train_run_id
 
 FP32_MODEL = Path("models/model_fp32.onnx")
 SERVED_MODEL = Path("models/model.onnx")
@@ -166,6 +167,18 @@ def run(
     return report
 
 
+def track(report: dict[str, object], cfg: QuantizeParams, report_path: Path = REPORT) -> None:
+    """Add the quantize params, the guard's figures and which file is served to the model's MLflow run."""
+    with reopened_run(train_run_id(), "quantize") as tracker:
+        tracker.log_params({f"quantize.{key}": value for key, value in asdict(cfg).items()})
+        guard_report = report.get("guard")
+        if isinstance(guard_report, dict):
+            figures = ("agreement", "fp32_accuracy", "int8_accuracy", "accuracy_drop", "passed")
+            tracker.log_metrics({f"quantize_{key}": float(guard_report[key]) for key in figures})
+        tracker.set_tags({"served_format": report["served"]})
+        tracker.log_artifact(report_path)
+
+
 def main() -> None:
     # onnxruntime's quantizer logs every rescaled weight at INFO on the root logger.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -173,6 +186,7 @@ def main() -> None:
     cfg = load_params().quantize
     calibration = [image.data for image in split_images("train", cfg.calibration_images)] if cfg.enabled else []
     report = run(cfg, FP32_MODEL, SERVED_MODEL, REPORT, calibration, split_images("val"))
+    track(report, cfg)
     guard_report = report.get("guard")
     if isinstance(guard_report, dict) and not guard_report["passed"]:
         log.error(

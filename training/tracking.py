@@ -2,12 +2,17 @@
 
 Default store: a local SQLite file (`mlflow.db`), no server needed. A remote
 MLFLOW_TRACKING_URI is probed first; if it does not answer within a few
-seconds, or breaks mid-run, training warns and carries on (falling back to the
+seconds, or breaks mid-run, the stage warns and carries on (falling back to the
 local store when the probe fails).
+
+One model, one run: train opens it and records its id in reports/train.json;
+export, quantize and evaluate reopen it (`reopened_run`) to add their reports,
+the ONNX file and its registry version.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import urllib.error
@@ -20,6 +25,7 @@ from typing import Any
 LOCAL_STORE = Path("mlflow.db")
 LOCAL_ARTIFACTS = "mlartifacts"
 PROBE_TIMEOUT_S = 3.0
+TRAIN_REPORT = Path("reports/train.json")  # where train records its run id (`mlflow_run_id`)
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +71,40 @@ class Tracker:
         run = self._mlflow.active_run()
         return run.info.run_id if run else None
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self._mlflow is None:
-            return
+            return None
         try:
-            fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - tracking must never fail training
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - tracking must never fail the pipeline
             log.warning("MLflow %s failed (%s); tracking disabled for the rest of this run", what, exc)
             self._mlflow = None
+            return None
 
     def log_params(self, params: dict[str, Any]) -> None:
-        if self._mlflow is not None:
-            self._call("log_params", self._mlflow.log_params, params)
+        """Params are write-once in MLflow: a reopened run keeps its first value and says so."""
+        if self._mlflow is None:
+            return
+        run = self._call("get_run", self._mlflow.get_run, self.run_id)
+        logged = run.data.params if run is not None else {}
+        changed = sorted(key for key, value in params.items() if key in logged and logged[key] != str(value))
+        if changed:
+            log.warning(
+                "MLflow run %s keeps its first %s (params are write-once); the stage's own report has the values used",
+                self.run_id,
+                ", ".join(f"{key}={logged[key]}" for key in changed),
+            )
+        fresh = {key: value for key, value in params.items() if key not in changed}
+        if fresh and self._mlflow is not None:
+            self._call("log_params", self._mlflow.log_params, fresh)
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if self._mlflow is not None:
             self._call("log_metrics", self._mlflow.log_metrics, metrics, step=step)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if self._mlflow is not None:
+            self._call("set_tags", self._mlflow.set_tags, tags)
 
     def log_artifact(self, path: str | Path) -> None:
         if self._mlflow is not None:
@@ -99,18 +123,99 @@ class Tracker:
                 pip_requirements=requirements,
             )
 
+    def log_onnx_model(self, path: Path, requirements: list[str]) -> str | None:
+        """Log the ONNX file as one self-contained model with its tensor signature; returns its model URI."""
+        if self._mlflow is None:
+            return None
+        import mlflow.onnx
+        import onnx
 
-@contextmanager
-def tracked_run(experiment: str, run_name: str) -> Iterator[Tracker]:
+        proto = onnx.load(path)
+        info = self._call(
+            "log_model",
+            mlflow.onnx.log_model,
+            proto,
+            name="onnx_model",
+            signature=onnx_signature(proto),
+            pip_requirements=requirements,
+            save_as_external_data=False,  # one file, byte for byte the graph the service loads
+        )
+        return info.model_uri if info is not None else None
+
+    def register(self, model_uri: str, name: str) -> str | None:
+        """A new version of registered model `name`; returns the version number."""
+        if self._mlflow is None:
+            return None
+        version = self._call("register_model", self._mlflow.register_model, model_uri, name)
+        return str(version.version) if version is not None else None
+
+    def tag_version(self, name: str, version: str, tags: dict[str, str]) -> None:
+        client = self._client()
+        for key, value in tags.items():
+            if client is not None:
+                self._call("set_model_version_tag", client.set_model_version_tag, name, version, key, value)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        client = self._client()
+        if client is not None:
+            self._call("set_registered_model_alias", client.set_registered_model_alias, name, alias, version)
+
+    def _client(self) -> Any | None:
+        return self._call("MlflowClient", self._mlflow.MlflowClient) if self._mlflow is not None else None
+
+
+def onnx_signature(proto: Any) -> Any:
+    """The graph's own inputs and outputs as an MLflow tensor signature (-1 for a dynamic axis)."""
+    import onnx
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    def schema(values: Any) -> Schema:
+        specs = []
+        for value in values:
+            tensor = value.type.tensor_type
+            shape = tuple(dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor.shape.dim)
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+            specs.append(TensorSpec(dtype, shape, value.name))
+        return Schema(specs)
+
+    return ModelSignature(inputs=schema(proto.graph.input), outputs=schema(proto.graph.output))
+
+
+def _connect() -> Any:
     # Fail fast instead of MLflow's default minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    try:
-        import mlflow
+    import mlflow
 
-        uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
-        mlflow.set_tracking_uri(uri)
-        if uri == local_tracking_uri() and mlflow.get_experiment_by_name(experiment) is None:
+    uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    mlflow.set_tracking_uri(uri)
+    return mlflow
+
+
+@contextmanager
+def _active(mlflow: Any) -> Iterator[Tracker]:
+    """Yield a tracker on the started run and end it, FAILED if the stage raised or exited non-zero."""
+    tracker = Tracker(mlflow)
+    status = "FINISHED"
+    try:
+        yield tracker
+    except BaseException as exc:
+        failed = not isinstance(exc, SystemExit) or exc.code not in (0, None)
+        status = "FAILED" if failed else status
+        raise
+    finally:
+        try:
+            mlflow.end_run(status=status)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("MLflow end_run failed (%s)", exc)
+
+
+@contextmanager
+def tracked_run(experiment: str, run_name: str) -> Iterator[Tracker]:
+    try:
+        mlflow = _connect()
+        if mlflow.get_tracking_uri() == local_tracking_uri() and mlflow.get_experiment_by_name(experiment) is None:
             mlflow.create_experiment(experiment, artifact_location=Path(LOCAL_ARTIFACTS).resolve().as_uri())
         mlflow.set_experiment(experiment)
         mlflow.start_run(run_name=run_name)
@@ -118,11 +223,39 @@ def tracked_run(experiment: str, run_name: str) -> Iterator[Tracker]:
         log.warning("MLflow unavailable (%s); training continues without tracking", exc)
         yield Tracker(None)
         return
-    tracker = Tracker(mlflow)
-    try:
+    with _active(mlflow) as tracker:
         yield tracker
-    finally:
-        try:
-            mlflow.end_run()
-        except Exception as exc:  # noqa: BLE001
-            log.warning("MLflow end_run failed (%s)", exc)
+
+
+def train_run_id(report: Path = TRAIN_REPORT) -> str | None:
+    """The MLflow run train opened for this model, or None when train ran untracked."""
+    try:
+        return json.loads(report.read_text()).get("mlflow_run_id")
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read the MLflow run id from %s (%s)", report, exc)
+        return None
+
+
+@contextmanager
+def reopened_run(run_id: str | None, stage: str) -> Iterator[Tracker]:
+    """The model's training run, reopened so that `stage` logs into the same story."""
+    if not run_id:
+        log.warning("%s has no mlflow_run_id (train ran untracked); %s is not tracked", TRAIN_REPORT, stage)
+        yield Tracker(None)
+        return
+    try:
+        mlflow = _connect()
+        mlflow.start_run(run_id=run_id)
+    except Exception as exc:  # noqa: BLE001 - a broken store must not fail the stage
+        log.warning(
+            "MLflow run %s from %s cannot be reopened (%s); %s is not tracked. "
+            "Use the MLFLOW_TRACKING_URI that train used, or rerun train.",
+            run_id,
+            TRAIN_REPORT,
+            exc,
+            stage,
+        )
+        yield Tracker(None)
+        return
+    with _active(mlflow) as tracker:
+        yield tracker

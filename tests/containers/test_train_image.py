@@ -65,7 +65,7 @@ def test_pipeline_runs_in_the_train_image_as_non_root_on_read_only_data(
         assert (out / name).is_file(), f"{name} not copied to the mounted output folder:\n{log[-4000:]}"
         assert (out / name).stat().st_uid == TRAIN_UID, f"{name} was not written by the non-root user"
     assert json.loads((out / "reports" / "parity.json").read_text())["passed"] is True
-    assert json.loads((out / "metrics.json").read_text())["images"] == 100  # the mini archive's test split
+    assert json.loads((out / "reports" / "eval" / "report.json").read_text())["images"] == 100  # the mini test split
     figures = {
         "image_gb": round(engine.image_bytes(image.tag) / 1e9, 2),
         "build_s": round(image.build_s),
