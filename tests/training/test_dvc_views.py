@@ -1,0 +1,89 @@
+"""What a user sees from `dvc metrics show`, `dvc exp show` and `dvc plots show` in a copy of this repo.
+
+The commands read the committed reports, as they do in a fresh clone; no stage runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts.plots_template import TEMPLATE, render
+
+REPO = Path(__file__).resolve().parents[2]
+WIDTH = 120
+INTENDED_PLOTS = ["Accuracy", "Confusion_matrix", "Loss", "ROC"]  # dvc.yaml's top-level plots
+
+
+def _git(args: list[str], cwd: Path) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _dvc(repo: Path, *args: str) -> str:
+    env = os.environ | {"COLUMNS": str(WIDTH), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The files a clone would have, committed to a fresh git repo (`dvc exp show` reads git history)."""
+    work = tmp_path_factory.mktemp("clone")
+    for name in _git(["ls-files", "-co", "--exclude-standard"], REPO).split():
+        if (REPO / name).is_file():
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, work / name)
+    _git(["init", "-q"], work)
+    _git(["add", "-A"], work)
+    _git(["commit", "-qm", "clone"], work)
+    return work
+
+
+def test_dvc_metrics_show_is_one_table_of_headline_figures_within_120_columns(repo: Path) -> None:
+    lines = _dvc(repo, "metrics", "show").splitlines()
+    assert max(len(line) for line in lines) <= WIDTH, "\n".join(lines)
+    header, row = lines
+    assert header.split() == [
+        "Path",
+        "accuracy",
+        "cat_accuracy",
+        "dog_accuracy",
+        "format",
+        "model_mb",
+        "roc_auc",
+        "val_accuracy",
+    ]
+    assert row.split()[0] == "models/metrics.json"
+
+
+def test_dvc_exp_show_fits_120_columns_and_shows_the_test_accuracy(repo: Path) -> None:
+    lines = _dvc(repo, "exp", "show", "--no-pager").splitlines()
+    assert max(len(line) for line in lines) <= WIDTH, "\n".join(lines)
+    accuracy = json.loads((repo / "models" / "metrics.json").read_text())["accuracy"]
+    workspace = next(line for line in lines if line.split()[:1] == ["workspace"])
+    assert str(round(accuracy, 5)) in workspace.split(), workspace
+
+
+def test_dvc_plots_show_renders_exactly_the_four_intended_plots_without_a_cdn(repo: Path) -> None:
+    _dvc(repo, "plots", "show")
+    page = (repo / "dvc_plots" / "index.html").read_text()
+    assert sorted(re.findall(r'<div id = "([^"]+)">', page)) == INTENDED_PLOTS
+    assert "<script src" not in page and "cdn." not in page
+    assert "window.vegaEmbed=" in page  # the libraries are in the page itself
+    assert _git(["status", "--porcelain", "dvc_plots"], repo) == "", "dvc_plots/ must be git-ignored"
+
+
+def test_plots_template_holds_the_pinned_vega_bundle() -> None:
+    assert TEMPLATE.read_text(encoding="utf8") == render(), "run `python scripts/plots_template.py`"
