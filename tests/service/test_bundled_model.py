@@ -146,7 +146,9 @@ def floor(bar: float, sample: int, population: int) -> float:
 
 
 def test_bundled_model_meets_the_release_bar_on_test_photos_it_serves(
-    recorded_split: list[dict[str, str]], held_out: list[HeldOutPhoto], served: list[dict]  # type: ignore[type-arg]
+    recorded_split: list[dict[str, str]],
+    held_out: list[HeldOutPhoto],
+    served: list[dict],  # type: ignore[type-arg]
 ) -> None:
     labels = [row["actual"] for row in recorded_split]
     population = {label: labels.count(label) for label in set(labels)}
