@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.preprocessing import DEFAULT_MAX_PIXELS, ImageError, decode_image
+from service.preprocessing import DEFAULT_MAX_PIXELS, ImageError, decode_image, load_pixels, resize_to_input
 from tests.service.conftest import RED, image_bytes
 
 WHITE = (255, 255, 255)
@@ -90,6 +90,14 @@ def test_jpeg_draft_decodes_at_the_smallest_dct_scale_still_covering_the_draft_s
     assert decode_image(jpeg, draft_size=100).size == (200, 150)  # 1/4: 1/8 would be 100x75, under 100
     assert decode_image(jpeg).size == (800, 600)
     assert decode_image(image_bytes(fmt="PNG", size=(800, 600)), draft_size=100).size == (800, 600)
+
+
+def test_load_pixels_squashes_the_draft_decode_of_a_jpeg_not_the_full_one() -> None:
+    noise = np.random.default_rng(1).integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    jpeg = save(Image.fromarray(noise), "JPEG")
+    drafted = resize_to_input(decode_image(jpeg, draft_size=32), 32)
+    assert not np.array_equal(drafted, resize_to_input(decode_image(jpeg), 32))  # the two paths differ here
+    assert np.array_equal(load_pixels(jpeg, 32), drafted)
 
 
 def test_16_bit_images_holding_only_8_bit_values_are_read_as_8_bit() -> None:
