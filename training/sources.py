@@ -1,6 +1,6 @@
 """Turn params `data.source` into a local file or folder, downloading URLs once.
 
-A URL is fetched into data/raw/ (progress bar, temp file + os.replace, so an
+A URL is fetched into the repo's data/raw/ (progress bar, temp file + os.replace, so an
 interrupted download leaves nothing behind) and its sha256 is recorded next to
 it as `<name>.sha256`. A later run reuses the file when its bytes still match
 that record (or `data.sha256` when set) instead of downloading again.
@@ -88,11 +88,13 @@ def expand_path(source: str) -> Path:
 def resolve_source(
     source: str, raw_dir: Path, expected_sha256: str | None = None, root: Path | None = None
 ) -> ResolvedSource:
+    root = root or repo_root()
     if is_url(source):
-        path, sha = download(source, raw_dir, expected_sha256)
-        return ResolvedSource(path=path, url=source, sha256=sha, location=path)
+        # Into the repo's data/raw/, not a temp experiment's: each `--temp` run reuses one download.
+        location, sha = download(source, root / raw_dir, expected_sha256)
+        return ResolvedSource(path=raw_dir / location.name, url=source, sha256=sha, location=location)
     path = expand_path(source)
-    location = (root or repo_root()) / path  # an absolute `path` replaces the root
+    location = root / path  # an absolute `path` replaces the root
     if not location.exists():
         raise SourceError(
             f"data.source {source!r} does not exist (looked at {location.resolve()}); fix data.source in "

@@ -188,3 +188,16 @@ def test_relative_source_without_dvc_root_is_read_from_the_working_directory(tmp
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DVC_ROOT", raising=False)
     assert resolve_source("pets.zip", Path("raw")).sha256 == PAYLOAD_SHA
+
+
+def test_url_is_downloaded_into_the_repo_not_the_temp_experiment_copy(server, tmp_path, monkeypatch):
+    base, requests = server
+    repo, elsewhere = tmp_path / "repo", tmp_path / "exp-copy"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("DVC_ROOT", str(repo))
+    for _ in range(2):
+        source = resolve_source(f"{base}/pets.zip", Path("data/raw"))
+    assert requests == ["/pets.zip"]
+    assert source.location == repo / "data/raw/pets.zip" and source.path == Path("data/raw/pets.zip")
+    assert not (elsewhere / "data").exists()
