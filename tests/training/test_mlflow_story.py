@@ -15,16 +15,19 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import onnx
 import pytest
 from mlflow import MlflowClient
 
 from export import export, quantize
+from service.metadata import ModelMetadata
 from training import evaluate
 from training.metrics import classification_report
 from training.params import Params, load_params
 from training.tracking import tracked_run
 
 REPO = Path(__file__).resolve().parents[2]
+BUNDLED = REPO / "models" / "model.onnx"
 PARAMS = load_params(REPO / "params.yaml")
 NAME, ALIAS = PARAMS.mlflow.registered_model, PARAMS.mlflow.champion_alias
 
@@ -69,7 +72,7 @@ def _evaluate(params: Params, right_per_class: int) -> str | None:
     report |= {"model_version": "fe0485afe8c3", "data_version": "test"}
     model = Path("models/model.onnx")
     model.parent.mkdir(exist_ok=True)
-    shutil.copyfile(REPO / "models" / "model.onnx", model)
+    shutil.copyfile(BUNDLED, model)
     figures = {"accuracy": report["accuracy"], "roc_auc": report["roc_auc"], "format": "int8"}
     for path, value in ((evaluate.METRICS, figures), (evaluate.REPORT, report)):
         _write(path, value)
@@ -116,19 +119,22 @@ def test_the_onnx_file_is_in_the_run_with_its_input_and_output_signature(story: 
     assert info.run_id == story.run_id
     assert "onnx" in info.flavors
     (image,), (probabilities,) = info.signature.inputs.inputs, info.signature.outputs.inputs
-    assert (image.name, image.type, image.shape) == ("image", np.dtype("float32"), (-1, 3, 160, 160))
+    size = ModelMetadata.from_props(
+        {p.key: p.value for p in onnx.load(BUNDLED).metadata_props}
+    ).preprocessing.image_size
+    assert (image.name, image.type, image.shape) == ("image", np.dtype("float32"), (-1, 3, size, size))
     assert (probabilities.name, probabilities.shape) == ("probabilities", (-1, 2))
 
 
 def test_every_evaluated_model_is_a_new_registered_version(story: Story) -> None:
     versions = MlflowClient().search_model_versions(f"name='{NAME}'")
-    assert {v.version for v in versions} == {story.passing_version, story.failing_version}
+    assert {str(v.version) for v in versions} == {story.passing_version, story.failing_version}
     assert int(story.failing_version) == int(story.passing_version) + 1
 
 
 def test_champion_alias_moves_only_to_a_version_that_clears_the_release_bar(story: Story) -> None:
     client = MlflowClient()
-    assert client.get_model_version_by_alias(NAME, ALIAS).version == story.passing_version
+    assert str(client.get_model_version_by_alias(NAME, ALIAS).version) == story.passing_version
     assert client.get_model_version(NAME, story.passing_version).tags["release_bar"] == "passed"
     failed = client.get_model_version(NAME, story.failing_version).tags["release_bar"]
     assert "accuracy 0.9000 < release.min_accuracy 0.98" in failed
