@@ -170,11 +170,12 @@ def test_two_processes_reach_the_accuracy_of_one_with_the_same_global_batch_and_
     one, two = (json.loads((r.workspace / "reports" / "train.json").read_text()) for r in (one_process, two_processes))
     assert one["processes"] == 1
     # Same images per step and the same order, but each rank draws its own crops and BatchNorm sees
-    # 32 images, not 64: a change as large as another seed's, not a bug. On 100 validation photos one
-    # standard error is about 0.045 at the 0.76 these runs reach, so 0.1 passes a seed's wobble and
-    # fails a rank that trained on the wrong shard or validated half the split.
-    assert abs(one["best_val_accuracy"] - two["best_val_accuracy"]) <= 0.1, (one, two)
-    assert two["best_val_accuracy"] >= 0.65  # learned: chance is 0.5 (tests/integration/test_pipeline.py)
+    # 32 images, not 64: a change as large as another seed's, not a bug. One run's accuracy on the
+    # 100 validation photos has a standard error of about 0.045 near 0.7, so two runs differ by up to
+    # 2.3 * 0.045 * sqrt(2) = 0.15 by chance; a rank that trained on the wrong shard or validated half
+    # the split lands near 0.5. Measured: 0.67 with 2 processes (the 1-process run: 0.76, test_pipeline.py).
+    assert abs(one["best_val_accuracy"] - two["best_val_accuracy"]) <= 0.15, (one, two)
+    assert two["best_val_accuracy"] >= 0.6  # learned: two standard errors above chance (0.5)
 
 
 def test_a_killed_rank_fails_the_stage_quickly_with_a_message_that_names_the_fix(crashed_rank: Run) -> None:
