@@ -114,6 +114,10 @@ class Tracker:
         if self._mlflow is not None:
             import mlflow.pytorch
 
+            # torch.export specialises a batch dimension of 1 and warns ("Dim.AUTO ... specialized");
+            # the same image twice keeps the logged model's batch dynamic and the log quiet.
+            if len(input_example) == 1:
+                input_example = input_example.repeat(2, axis=0)
             self._call(
                 "log_model",
                 mlflow.pytorch.log_model,
