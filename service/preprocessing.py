@@ -122,12 +122,15 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in _SIXTEEN_BIT_MODES:
         # convert("RGB") clips 16-bit values at 255; scale to 8 bits instead.
-        wide = np.asarray(img, dtype=np.uint32)
+        # Signed: 32-bit "I" images may hold negatives, which are black, not wrapped round to white.
+        wide = np.asarray(img, dtype=np.int64).clip(0, None)
         shift = 8 if wide.max(initial=0) > 255 else 0
         img = Image.fromarray((wide >> shift).clip(0, 255).astype(np.uint8), mode="L")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if "transparency" in img.info and img.mode in ("P", "L", "RGB"):
+        img = img.convert("RGBA")  # a palette entry or a colour key (PNG tRNS) marks the transparent pixels
+    if img.mode == "La":
+        img = img.convert("LA")  # premultiplied grey + alpha has no direct conversion to RGBA
+    if img.mode in ("RGBA", "LA", "PA", "RGBa"):
         # Transparent pixels carry arbitrary colour; composite on white as viewers do.
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.preprocessing import DEFAULT_MAX_PIXELS, ImageError, decode_image, load_pixels, resize_to_input
+from service.preprocessing import (
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    _to_rgb,
+    decode_image,
+    load_pixels,
+    resize_to_input,
+)
 from tests.service.conftest import RED, image_bytes
 
 WHITE = (255, 255, 255)
@@ -143,3 +150,29 @@ def test_palette_with_alpha_tiff_is_composited_on_white() -> None:
     data = save(img, "TIFF")
     assert Image.open(io.BytesIO(data)).mode == "PA"
     assert pixels(data).tolist() == [[list(WHITE), [20, 20, 220]]]
+
+
+def test_negative_32_bit_values_are_black_not_wrapped_round_to_white() -> None:
+    img = Image.fromarray(np.array([[-5, 0, 200]], dtype=np.int32))
+    assert img.mode == "I"
+    assert pixels(save(img, "TIFF"))[..., 0].tolist() == [[0, 0, 200]]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_a_png_colour_key_marks_transparent_pixels_composited_on_white(mode: str) -> None:
+    key = 7 if mode == "L" else (7, 8, 9)
+    kept = 50 if mode == "L" else (50, 60, 70)
+    img = Image.new(mode, (2, 1), key)
+    img.putpixel((1, 0), kept)
+    got = pixels(save(img, "PNG", transparency=key))
+    assert got[0, 0].tolist() == list(WHITE)
+    assert got[0, 1].tolist() == ([50, 50, 50] if mode == "L" else [50, 60, 70])
+
+
+def test_premultiplied_grey_with_alpha_is_composited_on_white_not_refused() -> None:
+    img = Image.new("LA", (2, 1))
+    img.putpixel((0, 0), (0, 0))  # transparent
+    img.putpixel((1, 0), (0, 255))  # opaque black
+    premultiplied = img.convert("La")
+    assert premultiplied.mode == "La"  # no file format stores it; TIFF readers can produce it
+    assert np.asarray(_to_rgb(premultiplied)).tolist() == [[list(WHITE), [0, 0, 0]]]
