@@ -38,9 +38,15 @@ def server_answers(uri: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
         return False
 
 
+def project_root() -> Path:
+    """The repository the user works in. DVC sets DVC_ROOT to it even for `dvc exp run --temp` and
+    `--queue`, which run in a throwaway copy: runs stored there would be deleted with it."""
+    return Path(os.environ.get("DVC_ROOT") or ".")
+
+
 def local_tracking_uri() -> str:
-    """Absolute, so the store is the one in the working directory of this run (see `mlflow ui`)."""
-    return f"sqlite:///{LOCAL_STORE.resolve()}"
+    """Absolute, so the store is the one in the project of this run (see `mlflow ui`)."""
+    return f"sqlite:///{(project_root() / LOCAL_STORE).resolve()}"
 
 
 def resolve_tracking_uri(requested: str | None) -> str:
@@ -220,7 +226,8 @@ def tracked_run(experiment: str, run_name: str) -> Iterator[Tracker]:
     try:
         mlflow = _connect()
         if mlflow.get_tracking_uri() == local_tracking_uri() and mlflow.get_experiment_by_name(experiment) is None:
-            mlflow.create_experiment(experiment, artifact_location=Path(LOCAL_ARTIFACTS).resolve().as_uri())
+            artifacts = (project_root() / LOCAL_ARTIFACTS).resolve().as_uri()
+            mlflow.create_experiment(experiment, artifact_location=artifacts)
         mlflow.set_experiment(experiment)
         mlflow.start_run(run_name=run_name)
     except Exception as exc:  # noqa: BLE001 - a broken store must not block training

@@ -32,6 +32,16 @@ def test_no_uri_means_local_sqlite_store_in_the_working_directory(
     assert resolve_tracking_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
+def test_experiments_in_a_temporary_copy_log_to_the_projects_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, temp_copy = tmp_path / "project", tmp_path / "project" / ".dvc" / "tmp" / "exps" / "run"
+    temp_copy.mkdir(parents=True)
+    monkeypatch.chdir(temp_copy)
+    monkeypatch.setenv("DVC_ROOT", str(project))  # what `dvc exp run --temp` sets
+    assert resolve_tracking_uri(None) == f"sqlite:///{project / 'mlflow.db'}"
+
+
 def test_refused_server_falls_back_to_local_store_quickly() -> None:
     started = time.perf_counter()
     assert resolve_tracking_uri(f"http://127.0.0.1:{_unused_port()}") == local_tracking_uri()
