@@ -126,6 +126,18 @@ def shard_batches(order: torch.Tensor, batch_size: int, rank: int, world_size: i
     return [batch[rank::world_size] for batch in batches]
 
 
+def share_from_main(module: torch.nn.Module, world: World) -> None:
+    """Give every rank rank 0's weights and BatchNorm statistics, so all ranks validate the saved model.
+
+    DDP keeps parameters in step, but each rank's BatchNorm statistics (and so its weight average's)
+    drift between broadcasts.
+    """
+    if not world.distributed:
+        return
+    for tensor in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(tensor.data, src=0)
+
+
 def sum_across(values: list[float], world: World, device: torch.device) -> list[float]:
     """Element-wise sum of per-rank values (counts, loss sums) over all ranks."""
     if not world.distributed:

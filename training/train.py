@@ -285,6 +285,7 @@ def fit(params: Params, world: World, device: torch.device) -> None:
             epoch_seconds = time.perf_counter() - started
             train_seconds += epoch_seconds
             loss_sum, correct, seen = distributed.sum_across([loss_sum, correct, seen], world, device)
+            distributed.share_from_main(shipped, world)
             val_loss, val_acc = evaluate_cached(shipped, val_x, val_y, spec, device, world)
             row = {
                 "epoch": epoch + 1,
