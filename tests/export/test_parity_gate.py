@@ -143,8 +143,13 @@ def test_parity_report_passes_only_with_images_no_flips_and_diff_within_toleranc
     }
 
 
+def stage_report(parity: ParityReport) -> dict[str, object]:
+    """What export_model returns: the gate's verdict plus what it records about the file."""
+    return parity.as_dict() | {"model_version": "m", "opset": 18, "flip_tta": False, "bytes": 13_000_000}
+
+
 def failing_report() -> dict[str, object]:
-    return ParityReport(64, 3, 2.5e-3, 1e-4, "cat/abc.jpg").as_dict() | {"model_version": "m"}
+    return stage_report(ParityReport(64, 3, 2.5e-3, 1e-4, "cat/abc.jpg"))
 
 
 @pytest.fixture
@@ -199,7 +204,7 @@ def test_export_main_returns_normally_when_the_gate_passes(
     export_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls: list[inspect.BoundArguments] = []
-    passing = ParityReport(64, 0, 3e-7, 1e-4, "cat/abc.jpg").as_dict()
+    passing = stage_report(ParityReport(64, 0, 3e-7, 1e-4, "cat/abc.jpg"))
     monkeypatch.setattr(export.export, "export_model", fake_stage(passing, calls))
     caplog.set_level(logging.INFO)
     export.export.main()
