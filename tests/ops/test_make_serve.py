@@ -34,7 +34,9 @@ def checkout(tmp_path: Path) -> Path:
 
 
 def _serve(checkout: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != "MODEL_PATH"} | env
+    # Under `make test` the outer make's variables would make this one print "Entering directory".
+    outer = {"MODEL_PATH", "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES"}
+    environ = {k: v for k, v in os.environ.items() if k not in outer} | env
     return subprocess.run(["make", "serve"], cwd=checkout, env=environ, capture_output=True, text=True, timeout=60)
 
 
