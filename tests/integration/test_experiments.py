@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,6 +19,7 @@ import onnx
 import pytest
 
 from service.metadata import ModelMetadata
+from tests.integration.test_pipeline import copy_working_tree
 from tests.shared_data import MINI_ZIP
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,13 +89,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The working tree, committed in a fresh git repo: the bundled model, its dvc.lock, no DVC cache."""
     assert MINI_ZIP.exists(), f"{MINI_ZIP} is missing: the experiment reads the shared mini archive in place"
     work = tmp_path_factory.mktemp("clone")
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (work / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, work / name)
+    copy_working_tree(work)
     _run(["git", "init", "-q"], work)
     _run(["git", "add", "-A"], work)
     _run(["git", "commit", "-qm", "bundled model"], work)

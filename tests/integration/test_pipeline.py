@@ -69,6 +69,17 @@ def _run_stage(module: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def copy_working_tree(dest: Path) -> None:
+    """The repository's tracked and untracked-but-not-ignored files, as a fresh clone plus local edits."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+
+
 def _set_params(path: Path, overrides: dict) -> None:
     params = yaml.safe_load(path.read_text())
     for section, values in overrides.items():
@@ -80,13 +91,7 @@ def _set_params(path: Path, overrides: dict) -> None:
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert MINI_ZIP.exists(), f"{MINI_ZIP} is missing: the integration test reads the shared mini archive in place"
     work = tmp_path_factory.mktemp("repo")
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (work / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, work / name)
+    copy_working_tree(work)
     for generated in ("dvc.lock", "models/model.onnx", "models/metrics.json"):
         (work / generated).unlink(missing_ok=True)
     _set_params(work / "params.yaml", TINY_PARAMS)
