@@ -45,18 +45,19 @@ class PreprocessSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    def describe(self) -> dict[str, object]:
+        """The spec and how it is applied, as the model file's metadata and GET /model state it."""
+        return {
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize": "squash-bilinear",
+            "layout": "NCHW",
+            "scale": "1/255",
+        }
+
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "image_size": self.image_size,
-                "mean": list(self.mean),
-                "std": list(self.std),
-                "resize": "squash-bilinear",
-                "layout": "NCHW",
-                "scale": "1/255",
-            },
-            sort_keys=True,
-        )
+        return json.dumps(self.describe(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> PreprocessSpec:
@@ -95,18 +96,16 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError("undecodable", f"the image header could not be read: {exc}") from exc
 
-    width, height = img.size
+    width, height = img.size  # never 0: Pillow refuses an empty size as unidentified
     if width * height > max_pixels:
         raise ImageError(
             "image_too_large",
             f"image is {width}x{height} ({width * height} pixels); the limit is {max_pixels} pixels",
         )
-    if width < 1 or height < 1:
-        raise ImageError("undecodable", f"image has an empty size {width}x{height}")
 
     try:
         if draft_size is not None and img.format == "JPEG":
-            img.draft("RGB", (draft_size, draft_size))
+            img.draft(None, (draft_size, draft_size))  # None: keep the colour mode, shrink the DCT scale only
         img.seek(0)
         img.load()
         img = ImageOps.exif_transpose(img)
@@ -122,10 +121,10 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in _SIXTEEN_BIT_MODES:
         # convert("RGB") clips 16-bit values at 255; scale to 8 bits instead.
-        # Signed: 32-bit "I" images may hold negatives, which are black, not wrapped round to white.
-        wide = np.asarray(img, dtype=np.int64).clip(0, None)
-        shift = 8 if wide.max(initial=0) > 255 else 0
-        img = Image.fromarray((wide >> shift).clip(0, 255).astype(np.uint8), mode="L")
+        # 32-bit "I" images are signed: negatives clip to black rather than wrapping round to white.
+        wide = np.asarray(img)
+        shift = 8 if wide.max() > 255 else 0
+        img = Image.fromarray((wide >> shift).clip(0, 255).astype(np.uint8))
     if "transparency" in img.info and img.mode in ("P", "L", "RGB"):
         img = img.convert("RGBA")  # a palette entry or a colour key (PNG tRNS) marks the transparent pixels
     if img.mode == "La":

@@ -87,6 +87,17 @@ def test_a_bomb_pillow_refuses_without_a_pixel_count_still_names_our_limit(monke
     )
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "BMP"])
+def test_an_image_declaring_zero_height_is_not_an_image(fmt: str) -> None:
+    data = bytearray(image_bytes(fmt=fmt, size=(8, 8)))
+    if fmt == "JPEG":
+        sof = data.find(b"\xff\xc0")
+        data[sof + 5 : sof + 7] = b"\x00\x00"  # SOF0 height
+    else:
+        data[22:26] = b"\x00\x00\x00\x00"  # BITMAPINFOHEADER height
+    assert refusal(bytes(data)) == ("not_an_image", "the upload is not a recognised image format")
+
+
 @pytest.mark.parametrize("size", [(1, 1), (1, 5), (5, 1)])
 def test_one_pixel_wide_or_tall_images_decode(size: tuple[int, int]) -> None:
     assert decode_image(image_bytes(fmt="PNG", size=size)).size == size
@@ -113,10 +124,14 @@ def test_16_bit_images_holding_only_8_bit_values_are_read_as_8_bit() -> None:
     assert got[..., 0].tolist() == [[0, 1, 128, 255]]
 
 
-def test_16_bit_images_with_wider_values_are_divided_by_256() -> None:
-    values = np.array([[0, 255, 256, 32768, 65535]], dtype=np.uint16)
-    got = pixels(save(Image.fromarray(values), "PNG"))
-    assert got[..., 0].tolist() == [[0, 0, 1, 128, 255]]
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [([0, 255, 256, 32768, 65535], [0, 0, 1, 128, 255]), ([0, 128, 256], [0, 0, 1])],
+    ids=["full-range", "brightest-is-256"],
+)
+def test_16_bit_images_with_wider_values_are_divided_by_256(values: list[int], expected: list[int]) -> None:
+    got = pixels(save(Image.fromarray(np.array([values], dtype=np.uint16)), "PNG"))
+    assert got[..., 0].tolist() == [expected]
 
 
 def test_32_bit_images_past_16_bits_saturate_at_white_instead_of_wrapping() -> None:
@@ -176,3 +191,21 @@ def test_premultiplied_grey_with_alpha_is_composited_on_white_not_refused() -> N
     premultiplied = img.convert("La")
     assert premultiplied.mode == "La"  # no file format stores it; TIFF readers can produce it
     assert np.asarray(_to_rgb(premultiplied)).tolist() == [[list(WHITE), [0, 0, 0]]]
+
+
+def test_premultiplied_rgb_with_alpha_is_composited_on_white() -> None:
+    img = Image.new("RGBA", (2, 1), (0, 0, 0, 0))
+    img.putpixel((1, 0), (10, 20, 30, 255))
+    premultiplied = img.convert("RGBa")  # no file format stores it; plugins and callers can hand it over
+    assert np.asarray(_to_rgb(premultiplied)).tolist() == [[list(WHITE), [10, 20, 30]]]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_an_opaque_image_is_not_passed_through_alpha_compositing(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every JPEG takes this path: compositing an image with no transparency only costs time."""
+    composited = []
+    monkeypatch.setattr(Image, "alpha_composite", lambda *args: composited.append(args))
+    img = Image.new(mode, (3, 2), 90)
+    rgb = _to_rgb(img)
+    assert composited == []
+    assert rgb is img if mode == "RGB" else rgb.mode == "RGB"

@@ -151,9 +151,19 @@ def test_batch_predict_uses_exactly_the_model_files_mean_and_std(squares_client:
         assert result["probabilities"]["cat"] == pytest.approx(by_hand(pixels, MEAN, STD)[0], abs=1e-5)
 
 
-def test_model_endpoint_reports_the_files_normalisation(squares_client: TestClient) -> None:
-    preprocessing = squares_client.get("/model").json()["preprocessing"]
-    assert preprocessing["mean"] == list(MEAN) and preprocessing["std"] == list(STD)
+def test_model_file_and_model_endpoint_state_the_same_preprocessing(squares_client: TestClient, tmp_path: Path) -> None:
+    """What another runtime reading the file, or a client reading GET /model, needs to reproduce the input."""
+    stated = {
+        "image_size": SIZE,
+        "mean": list(MEAN),
+        "std": list(STD),
+        "resize": "squash-bilinear",
+        "layout": "NCHW",
+        "scale": "1/255",
+    }
+    props = {p.key: p.value for p in onnx.load(build_squares_model(tmp_path / "model.onnx")).metadata_props}
+    assert json.loads(props["preprocessing"]) == stated
+    assert squares_client.get("/model").json()["preprocessing"] == stated
 
 
 def test_resize_squashes_bilinearly_as_worked_out_by_hand() -> None:
