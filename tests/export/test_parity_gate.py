@@ -214,6 +214,27 @@ def test_export_main_returns_normally_when_the_gate_passes(
     assert line == f"parity passed on 64 images (max |diff| 3.00e-07); wrote {export.export.ONNX_MODEL}"
 
 
+def test_export_main_prints_its_verdict_on_the_console_without_onnx_chatter(
+    export_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What `dvc repro` shows: the stage's own INFO lines, and none of the exporter libraries' INFO chatter."""
+    passing = stage_report(ParityReport(64, 0, 3e-7, 1e-4, "cat/abc.jpg"))
+    monkeypatch.setattr(export.export, "export_model", fake_stage(passing, []))
+    # As in a fresh `python -m export.export`: the root logger has no handler yet (pytest installs its own).
+    monkeypatch.setattr(logging.root, "handlers", [])
+    monkeypatch.setattr(logging.root, "level", logging.WARNING)
+    for chatty in ("onnx_ir", "onnxscript"):
+        monkeypatch.setattr(logging.getLogger(chatty), "level", logging.NOTSET)
+    export.export.main()
+    logging.getLogger("onnx_ir.passes").info("chatter")
+    logging.getLogger("onnxscript.rewriter").info("chatter")
+    console = capsys.readouterr().err.splitlines()
+    assert [line for line in console if "parity" in line] == [
+        f"INFO export: parity passed on 64 images (max |diff| 3.00e-07); wrote {export.export.ONNX_MODEL}"
+    ]
+    assert not [line for line in console if "chatter" in line]
+
+
 def test_mean_logit_models_agree_on_their_formula(tmp_path: Path) -> None:
     """The two builders above are the same function: checked once on a known input."""
     x = np.full((1, 3, SPEC.image_size, SPEC.image_size), 2.0, dtype=np.float32)
