@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from service.preprocessing import PreprocessSpec, normalize
 from training import distributed, efficientnet_lite
+from training.atomic import atomic_path
 from training.augment import augment
 from training.distributed import ONE_PROCESS, World
 from training.model import build_model, model_from_checkpoint, parameter_groups, pretrained_parameters
@@ -143,8 +144,9 @@ def write_history(history: list[dict[str, float]], path: Path) -> None:
 
 
 def save_checkpoint(state: dict[str, object], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
+    """Written beside `path`, then renamed: a run killed mid-write keeps the previous checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 @record
