@@ -32,6 +32,7 @@ from service.errors import (
     http_error_handler,
     internal_error_handler,
 )
+from service.fleet import WorkerRole
 from service.host import ModelHost
 from service.limits import InFlightLimiter, UploadLimitMiddleware
 from service.metrics import Metrics
@@ -45,23 +46,26 @@ async def _model_error_handler(request: Request, exc: Exception) -> Response:
     return error_response(503, "not_ready", f"{exc}; retry when GET /ready is 200")
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, role: WorkerRole | None = None) -> Starlette:
+    """One process's app; `role` when it is one of several worker processes (service/supervisor.py)."""
     settings = settings or Settings.from_env()
-    metrics = Metrics()
-    host = ModelHost(settings, metrics)
+    metrics = Metrics(multiprocess=role is not None)
+    host = ModelHost(settings, metrics, role)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if not host.ready:  # `python -m service` loads it before uvicorn; `uvicorn --factory` gets here first
+        if not host.loaded:  # `python -m service` loads it before uvicorn; `uvicorn --factory` gets here first
             try:
                 await host.load()
             except ModelError as exc:
                 log.critical("cannot start: %s", exc)  # one clear line before uvicorn's generic failure
                 raise
         restore = _install_sighup(host)
+        following = asyncio.create_task(host.follow())  # other workers' reloads; returns at once when alone
         try:
             yield
         finally:
+            following.cancel()
             restore()
             host.close()
 
