@@ -89,9 +89,10 @@ class ModelHost:
             model = await anyio.to_thread.run_sync(self._load_generation, generation)
             self._generation = generation
             self.role.fleet.ack(self.role.index, generation)
-            self.role.fleet.mark_loaded(self.role.index)
         self._install(model)
         log.info("model loaded", extra=_describe(model) | {"load_ms": round((time.perf_counter() - start) * 1000, 1)})
+        if self.role is not None:
+            self.role.fleet.mark_loaded(self.role.index)  # after the line above, so the log reads in order
         return model
 
     async def reload(self, path: Path | None = None) -> OnnxModel:

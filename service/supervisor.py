@@ -75,15 +75,6 @@ class Supervisor:
 
     def _start_all(self) -> int | None:
         """Worker 0 first: a model that cannot load is then reported once, not by every worker."""
-        log.info(
-            "listening",
-            extra={
-                "url": url(self.sock),
-                "workers": self.settings.workers,
-                "inference_threads": self.settings.inference_threads,
-                "ort_intra_op_threads": self.settings.ort_intra_op_threads,
-            },
-        )
         for batch in ([0], range(1, self.settings.workers)):
             for index in batch:
                 self._spawn(index, restarted=False)
@@ -96,7 +87,17 @@ class Supervisor:
                         return code if code > 0 else EXIT_CANNOT_SERVE
                 time.sleep(POLL_S)
         self.fleet.mark_ready()
-        log.info("all workers ready", extra={"pids": [w.proc.pid for w in self.workers.values()]})
+        log.info(
+            "listening",
+            extra={
+                "url": url(self.sock),
+                "workers": self.settings.workers,
+                "pids": [w.proc.pid for w in self.workers.values()],
+                "inference_threads": self.settings.inference_threads,
+                "ort_intra_op_threads": self.settings.ort_intra_op_threads,
+                "run_dir": str(self.fleet.run_dir),
+            },
+        )
         return None
 
     def _supervise(self) -> int:
