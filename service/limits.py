@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ApiError, error_response
+from service.errors import ApiError, render
 
 
 class PayloadTooLarge(ApiError):
@@ -39,11 +39,8 @@ class UploadLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:
-            exc = PayloadTooLarge(self.limit)
-            record = scope.get("state", {}).get("record")
-            if record is not None:
-                record.rejection = "payload_too_large"
-            await error_response(exc.status, exc.code, exc.detail, exc.headers)(scope, receive, send)
+            # Answered here, before the app's exception handlers, so that not one byte of the body is read.
+            await render(scope, PayloadTooLarge(self.limit))(scope, receive, send)
             return
         received = 0
 
