@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=routes,
         middleware=[
             # Telemetry outermost so it sees (and logs) every response, 413s included.
-            Middleware(TelemetryMiddleware, metrics=metrics),
+            Middleware(TelemetryMiddleware, metrics=metrics, routes=routes),
             Middleware(UploadLimitMiddleware, limit=settings.max_upload_bytes),
         ],
         # One handler: service.errors turns each of these into an ApiError and renders it.

@@ -20,8 +20,7 @@ from swagger_ui_bundle import swagger_ui_path
 from service import __version__
 from service.config import Settings
 from service.metadata import INPUT_NAME, OUTPUT_NAME
-
-IMAGE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
+from service.preprocessing import IMAGE_FORMATS
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ from service.host import ModelHost
 from service.limits import InFlightLimiter
 from service.metrics import Metrics
 from service.model import OnnxModel
-from service.preprocessing import ImageError, load_pixels, normalize
+from service.preprocessing import IMAGE_FORMATS, ImageError, load_pixels, normalize
 
 RAW_TYPES_HINT = "send multipart/form-data with the image in field 'file' (curl -F file=@cat.jpg) or a raw image/* body"
 
@@ -201,7 +201,7 @@ async def _read_single(request: Request) -> Upload:
             415, "unsupported_media", f"Content-Type {media or '(none)'!r} is not accepted; {RAW_TYPES_HINT}"
         )
     if not upload.data:
-        raise ApiError(400, "empty_file", "the upload is empty; send a JPEG, PNG, GIF, BMP or WebP image")
+        raise ApiError(400, "empty_file", f"the upload is empty; send a {IMAGE_FORMATS} image")
     return upload
 
 
