@@ -19,8 +19,8 @@ from swagger_ui_bundle import swagger_ui_path
 
 from service import __version__
 from service.config import Settings
+from service.errors import IMAGE_FORMATS
 from service.metadata import INPUT_NAME, OUTPUT_NAME
-from service.preprocessing import IMAGE_FORMATS
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -30,6 +30,9 @@ REJECTION_REASONS = {
     503: "overloaded",
 }
 
+# What the API documents, and what refusals of a file name as the fix; Pillow opens a few more.
+IMAGE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
+
 # preprocessing.ImageError.code -> HTTP status
 IMAGE_ERROR_STATUS = {
     "empty_file": 400,
@@ -38,6 +41,9 @@ IMAGE_ERROR_STATUS = {
     "undecodable": 422,
     "truncated": 422,
 }
+
+# The fix a client needs where preprocessing's own words (shared with training) do not name one.
+IMAGE_ERROR_FIXES = {"not_an_image": f"send a {IMAGE_FORMATS} image"}
 
 
 class ApiError(Exception):
@@ -52,7 +58,8 @@ class ApiError(Exception):
 
     @classmethod
     def from_image_error(cls, exc: ImageError) -> ApiError:
-        return cls(IMAGE_ERROR_STATUS.get(exc.code, 422), exc.code, exc.detail)
+        fix = IMAGE_ERROR_FIXES.get(exc.code)
+        return cls(IMAGE_ERROR_STATUS.get(exc.code, 422), exc.code, f"{exc.detail}; {fix}" if fix else exc.detail)
 
     @property
     def rejection(self) -> str | None:

@@ -16,12 +16,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.config import Settings
-from service.errors import ApiError, error_body
+from service.errors import IMAGE_FORMATS, ApiError, error_body
 from service.host import ModelHost
 from service.limits import InFlightLimiter
 from service.metrics import Metrics
 from service.model import OnnxModel
-from service.preprocessing import IMAGE_FORMATS, ImageError, load_pixels, normalize
+from service.preprocessing import ImageError, load_pixels, normalize
 
 RAW_TYPES_HINT = "send multipart/form-data with the image in field 'file' (curl -F file=@cat.jpg) or a raw image/* body"
 

@@ -21,8 +21,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Pillow's own bomb check only warns below 2x its limit; we enforce ours before decoding.
 DEFAULT_MAX_PIXELS = 40_000_000
-# What the API documents and its refusals name; Pillow opens a few more, which are served too.
-IMAGE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
@@ -82,16 +80,14 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
     reduced DCT scale that is still at least that size (much faster).
     """
     if not data:
-        raise ImageError("empty_file", f"the upload is empty; send a {IMAGE_FORMATS} image")
+        raise ImageError("empty_file", "the upload is empty; send a JPEG, PNG, GIF, BMP or WebP image")
     try:
         with warnings.catch_warnings():
             # Our max_pixels is the limit users configure and see; Pillow's own is not.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
-        raise ImageError(
-            "not_an_image", f"the upload is not a recognised image format; send a {IMAGE_FORMATS} image"
-        ) from exc
+        raise ImageError("not_an_image", "the upload is not a recognised image format") from exc
     except Image.DecompressionBombError as exc:
         # Pillow refuses sizes over twice its limit before exposing them; its message holds the count.
         found = re.search(r"\((\d+) pixels\)", str(exc))
