@@ -47,7 +47,7 @@ IMAGE_ERROR_FIXES = {"not_an_image": f"send a {IMAGE_FORMATS} image"}
 
 
 class ApiError(Exception):
-    """A refusal of the client's request, counted as a rejection by its status."""
+    """A refusal of the client's request; its status names its catsdogs_rejections_total reason, if any."""
 
     def __init__(self, status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
