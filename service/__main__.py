@@ -16,7 +16,7 @@ from service.app import create_app
 from service.config import Settings
 from service.connections import ensure_fd_budget
 from service.cpus import usable_cpus
-from service.listen import bind
+from service.listen import bind, reserve_for_workers
 from service.serve import run_guarded, serve, url
 from service.supervisor import Supervisor
 
@@ -31,9 +31,9 @@ def _start() -> Callable[[], int]:
     settings = Settings.from_env().sized_for(usable_cpus())
     ensure_fd_budget(settings.max_connections)
     logs.configure(settings.log_level)
-    sock = bind(settings.host, settings.port)
     if settings.workers > 1:
-        return Supervisor(settings, sock).start()
+        return Supervisor(settings, reserve_for_workers(settings.host, settings.port)).start()
+    sock = bind(settings.host, settings.port)
     app = create_app(settings)
     asyncio.run(app.state.host.load())  # the lifespan sees it loaded and skips its own load
     log.info("listening", extra={"url": url(sock), "workers": 1, "inference_threads": settings.inference_threads})

@@ -23,7 +23,6 @@ from pathlib import Path
 
 RUN_DIR_ENV = "CATSDOGS_RUN_DIR"
 INDEX_ENV = "CATSDOGS_WORKER_INDEX"
-LISTEN_FD_ENV = "CATSDOGS_LISTEN_FD"
 RESTARTED_ENV = "CATSDOGS_WORKER_RESTARTED"
 SUPERVISOR_ENV = "CATSDOGS_SUPERVISOR_PID"
 
@@ -144,7 +143,6 @@ class WorkerRole:
 
     fleet: Fleet
     index: int
-    listen_fd: int
     restarted: bool
     supervisor_pid: int
 
@@ -153,7 +151,6 @@ class WorkerRole:
         return cls(
             fleet=Fleet(Path(env[RUN_DIR_ENV]), workers),
             index=int(env[INDEX_ENV]),
-            listen_fd=int(env[LISTEN_FD_ENV]),
             restarted=env.get(RESTARTED_ENV) == "1",
             supervisor_pid=int(env[SUPERVISOR_ENV]),
         )
@@ -162,7 +159,6 @@ class WorkerRole:
         return {
             RUN_DIR_ENV: str(self.fleet.run_dir),
             INDEX_ENV: str(self.index),
-            LISTEN_FD_ENV: str(self.listen_fd),
             RESTARTED_ENV: "1" if self.restarted else "0",
             SUPERVISOR_ENV: str(self.supervisor_pid),
             "PROMETHEUS_MULTIPROC_DIR": str(self.fleet.metrics_dir),

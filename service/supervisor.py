@@ -1,8 +1,7 @@
 """The parent of WORKERS worker processes: start them, restart the ones that die, stop them all.
 
-The workers share one listening socket, bound here and inherited (pre-forked accept): any idle
-worker takes the next connection, and the socket outlives a worker that dies, so no connection
-queued on it is lost. The supervisor itself serves nothing and loads no model.
+Each worker listens on its own SO_REUSEPORT socket on the port reserved here (service/listen.py
+says why not one shared socket). The supervisor itself serves nothing and loads no model.
 """
 
 from __future__ import annotations
@@ -56,7 +55,6 @@ class Supervisor:
         path = self.settings.model_path
         data = read_model_file(path)
         self.fleet.publish(data, path, hashlib.sha256(data).hexdigest())
-        self.sock.listen(2048)
         return self.run
 
     def run(self) -> int:
@@ -135,8 +133,9 @@ class Supervisor:
         return True
 
     def _spawn(self, index: int, restarted: bool) -> None:
-        role = WorkerRole(self.fleet, index, self.sock.fileno(), restarted, supervisor_pid=os.getpid())
+        role = WorkerRole(self.fleet, index, restarted, supervisor_pid=os.getpid())
         sized = {
+            "PORT": str(self.sock.getsockname()[1]),  # the real port when PORT=0
             "WORKERS": str(self.settings.workers),
             "INFERENCE_THREADS": str(self.settings.inference_threads),
             "ORT_INTRA_OP_THREADS": str(self.settings.ort_intra_op_threads),
@@ -145,7 +144,6 @@ class Supervisor:
             [sys.executable, "-m", "service.worker"],
             cwd=Path(__file__).resolve().parents[1],
             env=os.environ | sized | role.env(),
-            pass_fds=(self.sock.fileno(),),
             process_group=0,  # a terminal's Ctrl-C reaches only the supervisor, which stops the workers once
         )
         self.workers[index] = Worker(index, proc)
@@ -160,7 +158,6 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         """SIGTERM every worker (each drains its in-flight requests), then wait; SIGKILL only past the grace."""
-        self.sock.close()  # no new connections wait in the backlog for workers that are leaving
         for worker in self.workers.values():
             if worker.proc.poll() is None:
                 worker.proc.send_signal(signal.SIGTERM)

@@ -1,14 +1,14 @@
 """`python -m service.worker`: one of several worker processes, started by service/supervisor.py.
 
-It serves on the socket the supervisor bound and passed down, and loads the model generation the
-fleet serves now; its settings come from the same environment, already sized by the supervisor.
+It listens on its own SO_REUSEPORT socket on the port the supervisor reserved, and loads the model
+generation the fleet serves now; its settings come from the same environment, already sized (and
+PORT resolved) by the supervisor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from collections.abc import Callable
 
@@ -16,6 +16,7 @@ from service import logs
 from service.app import create_app
 from service.config import Settings
 from service.fleet import INDEX_ENV, WorkerRole
+from service.listen import bind
 from service.serve import run_guarded, serve
 
 
@@ -27,11 +28,11 @@ def _start() -> Callable[[], int]:
     settings = Settings.from_env()
     role = WorkerRole.from_env(os.environ, settings.workers)
     logs.configure(settings.log_level, role.index)
-    sock = socket.socket(fileno=role.listen_fd)
+    sock = bind(settings.host, settings.port, reuse_port=True)
     app = create_app(settings, role)
+    if role.restarted:  # counted as it starts, so a replacement that cannot load still counts
+        app.state.host.metrics.worker_restarts.inc()
     asyncio.run(app.state.host.load())
-    if role.restarted:
-        app.state.metrics.worker_restarts.inc()
     return lambda: serve(app, settings, sock, role.index)
 
 
