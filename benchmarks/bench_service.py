@@ -1,17 +1,20 @@
-"""Benchmark the real service against a PyTorch-eager baseline (a script, not a test).
+"""Benchmark the real service: one server per configuration, measured side by side in one run.
 
-    .venv/bin/python benchmarks/bench_service.py [--model models/model.onnx] [--seconds 10]
+    .venv/bin/python benchmarks/bench_service.py [--workers 1,2,4] [--config NAME:K=V,K=V] [--torch]
 
-Starts `python -m service` (with the serve-only interpreter when .venv-serve exists,
-so RSS is what production sees), uploads real ~500x375 JPEGs (Kaggle photos from
-../shared/data/dogs-vs-cats-mini.zip, read in place and upscaled), and measures:
-p50/p99 at concurrency 1, throughput at concurrency 8, server RSS, and time from
-process start to /ready 200. The same run serves the same architecture with torch
-eager behind the same Starlette/uvicorn stack and prints both with ratios.
+Starts `python -m service` (with the serve-only interpreter when .venv-serve exists, so RSS is
+what production sees) once per configuration: each `--config` first, then WORKERS=n for each of
+`--workers` (default 1, 2, 4, 8, 16 up to the usable CPUs). It uploads real ~500x375 JPEGs
+(Kaggle photos from ../shared/data/dogs-vs-cats-mini.zip, read in place and upscaled) and reports
+p50/p99 at concurrency 1, req/s and p50/p99 at --concurrency (8), server CPU per request summed
+over the supervisor and every worker, RSS per process, each worker's share of the CPU, and the
+floor: decode + model on one thread, timed in this process on the same photos, with its ratio to
+the server's CPU per request. `--torch` adds the same architecture in torch eager behind the same
+Starlette/uvicorn stack.
 
-Without models/model.onnx it exports training.model with random weights to a temp
-dir (latency does not depend on the weights). The load client is raw asyncio
-sockets with keep-alive so it steals as little of the 2 cores as possible.
+Without models/model.onnx it exports training.model with random weights to a temp dir (latency
+does not depend on the weights). The load client is raw asyncio sockets with keep-alive, split
+over --clients processes on larger machines so the client is not the bottleneck.
 """
 
 from __future__ import annotations
@@ -269,6 +272,7 @@ class Result:
     client_cpu_ms: float  # the load client's own CPU per request at c=8
     errors: int
     rss_each: list[float]
+    cpu_share: list[float]  # each worker's part of the server CPU at c=8: how evenly the kernel spread connections
 
 
 def free_port() -> int:
@@ -313,10 +317,6 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, all threads included."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def server_cpu_seconds(pids: list[int]) -> float:
-    return sum(cpu_seconds(pid) for pid in pids)
 
 
 def own_cpu_seconds() -> float:
@@ -366,9 +366,10 @@ def measure(
         pids = server_pids(proc.pid)
         load(port, requests, 1, 50, 1)  # warm-up
         c1 = load(port, requests, 1, args.requests, 1)
-        server_cpu = server_cpu_seconds(pids)
+        before = [cpu_seconds(pid) for pid in pids]
         c8 = load(port, requests, args.concurrency, args.requests * 4, args.clients)
-        server_cpu = server_cpu_seconds(pids) - server_cpu
+        spent = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+        server_cpu = sum(spent)
         q1, q8 = sorted(c1.latencies), sorted(c8.latencies)
         rss = [rss_mb(pid) for pid in pids]
         if soak_seconds > 0:
@@ -389,6 +390,7 @@ def measure(
             client_cpu_ms=c8.client_cpu_s / len(q8) * 1000,
             errors=c1.errors + c8.errors,
             rss_each=rss,
+            cpu_share=[x / server_cpu for x in (spent[1:] or spent)],
         )
     finally:
         proc.terminate()
@@ -465,9 +467,10 @@ def print_table(results: list[Result], concurrency: int) -> None:
             better = values[-1] / values[0] if higher_better else values[0] / values[-1]
             line += f"{better:>15.2f}x"
         print(line)
-    print("RSS per process (MB, supervisor first when there is one):")
+    print("RSS per process (MB, supervisor first when there is one) | share of the server CPU per worker:")
     for r in results:
-        print(f"  {r.name}: " + ", ".join(f"{v:.0f}" for v in r.rss_each))
+        rss = ", ".join(f"{v:.0f}" for v in r.rss_each)
+        print(f"  {r.name}: {rss} | " + ", ".join(f"{v:.0%}" for v in r.cpu_share))
 
 
 def configurations(args: argparse.Namespace, cpus: int) -> list[tuple[str, dict[str, str]]]:
