@@ -22,6 +22,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.browser.conftest import WAIT_S
 from tests.service_process import free_port, http_status
 
+pytestmark = pytest.mark.slow
+
 RUN_NAME = "browser-check-run"
 METRICS = {"val_accuracy": [0.61, 0.72, 0.78], "train_loss": [0.69, 0.52, 0.41]}
 

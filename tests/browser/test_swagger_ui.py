@@ -16,6 +16,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.browser.conftest import WAIT_S
 from tests.service_process import REPO, ServiceProcess, start_service, stop_service
 
+pytestmark = pytest.mark.slow
+
 CAT = REPO / "deploy" / "samples" / "cat.jpg"
 
 

@@ -28,6 +28,8 @@ from tests.containers.engine import Engine, require
 from tests.containers.images import ROOT, BuiltImage
 from tests.service_process import free_port, http_status
 
+pytestmark = pytest.mark.slow
+
 PROJECT = "catsdogs-ci"
 LIVE = ("api", "prometheus", "mlflow")
 HEALTHY_WITHIN_S = 600  # MLflow alone took 4 min to start on a 2-core box busy with training

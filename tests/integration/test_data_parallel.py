@@ -20,6 +20,8 @@ import yaml
 from tests.integration.test_pipeline import REPO, TINY_PARAMS, _env, _set_params
 from tests.shared_data import MINI_ZIP
 
+pytestmark = pytest.mark.slow
+
 STAGE_TIMEOUT_S = 600
 
 

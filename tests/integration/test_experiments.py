@@ -22,6 +22,8 @@ from service.metadata import ModelMetadata
 from tests.integration.test_pipeline import copy_working_tree
 from tests.shared_data import MINI_ZIP
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 # The smallest recipe that still runs every stage: a from-scratch cnn at 32 px for one epoch.
 TINY = (

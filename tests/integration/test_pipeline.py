@@ -23,6 +23,8 @@ from tests.shared_data import MINI_ZIP
 from training.dataset import split_images
 from training.params import load_params
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 # The committed recipe's pretrained arch, shrunk: 64 px, 2 epochs, a loose int8 guard for a 100-image val split.
 TINY_PARAMS = {

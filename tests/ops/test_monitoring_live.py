@@ -192,6 +192,7 @@ def live(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         stop_service(svc)
 
 
+@pytest.mark.slow
 def test_prometheus_scrapes_the_real_service(live, tmp_path: Path) -> None:
     svc, prom = live
     cat, dog = write_image(tmp_path / "cat.jpg", REDDISH), write_image(tmp_path / "dog.png", BLUISH)
@@ -216,6 +217,7 @@ def test_prometheus_scrapes_the_real_service(live, tmp_path: Path) -> None:
     assert len(buckets) >= 5 and max(buckets.values()) == 5.0
 
 
+@pytest.mark.slow
 def test_every_dashboard_and_alert_expression_runs_on_real_data(live) -> None:
     _svc, prom = live
     prom.wait_for('sum(catsdogs_predictions_total{job="catsdogs-api"})', lambda v: v and min(v.values()) >= 1)
@@ -251,6 +253,7 @@ def test_every_dashboard_and_alert_expression_runs_on_real_data(live) -> None:
         assert answer["status"] == "success", f"alert {rule['alert']}: {answer.get('error')}"
 
 
+@pytest.mark.slow
 def test_prometheus_loads_and_evaluates_the_alert_rules(live) -> None:
     _svc, prom = live
     names = {rule["alert"] for rule in alert_rules()}
