@@ -19,8 +19,8 @@ from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser.conftest import WAIT_S
-from tests.service_process import free_port, http_status
+from tests.helpers.browser import WAIT_S
+from tests.helpers.network import free_port, http_status
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.containers.engine import Engine, require
 from tests.containers.images import ROOT, BuiltImage
-from tests.service_process import free_port, http_status
+from tests.helpers.network import free_port, http_status
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ import pytest
 
 from tests.containers.engine import Engine
 from tests.containers.images import build_project_image
-from tests.integration.test_pipeline import TINY_PARAMS
-from tests.shared_data import MINI_ZIP
+from tests.helpers.paths import MINI_ZIP
+from tests.helpers.pipeline import TINY_PARAMS
 
 pytestmark = pytest.mark.slow
 

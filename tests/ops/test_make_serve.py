@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.paths import REPO
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 WARNING = "make serve: WARNING: models/model.onnx is not the committed model"
 

@@ -12,8 +12,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.ops.conftest import ROOT, load_yaml
-from tests.service_process import free_port
+import pytest
+
+from tests.helpers.network import free_port
+from tests.helpers.paths import REPO, load_yaml
+
+pytestmark = pytest.mark.slow
 
 
 def get(url: str, host: str) -> int:
@@ -29,7 +33,7 @@ def get(url: str, host: str) -> int:
 
 def test_compose_mlflow_command_serves_and_guards_hosts(tmp_path: Path) -> None:
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
-    command = load_yaml(ROOT / "docker-compose.yml")["services"]["mlflow"]["command"]
+    command = load_yaml(REPO / "docker-compose.yml")["services"]["mlflow"]["command"]
     assert command[:2] == ["mlflow", "server"]
     port = free_port()
     args = [mlflow, *command[1:]]

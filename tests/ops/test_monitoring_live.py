@@ -13,22 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.conftest import (
-    BLUISH,
-    REDDISH,
-    ROOT,
-    TOY_VERSION,
-    alert_rules,
-    dashboard_targets,
-    exposition_names,
-    promql_metric_names,
-    require_tool,
-    send_prediction,
-    write_image,
-)
-from tests.service_process import ServiceProcess, free_port, http_status, start_service, stop_service
+from tests.helpers.commands import require_tool
+from tests.helpers.images import BLUISH, REDDISH, write_image
+from tests.helpers.network import free_port, http_status
+from tests.helpers.onnx_models import TOY_VERSION
+from tests.helpers.paths import REPO
+from tests.helpers.prometheus import alert_rules, dashboard_targets, exposition_names, promql_metric_names
+from tests.helpers.service_process import ServiceProcess, send_prediction, start_service, stop_service
 
-DASHBOARD = ROOT / "monitoring" / "grafana" / "dashboards" / "catsdogs.json"
+DASHBOARD = REPO / "monitoring" / "grafana" / "dashboards" / "catsdogs.json"
 PROMETHEUS_OWN = {"up"}  # series Prometheus itself writes for every target
 
 
@@ -157,7 +150,7 @@ def live(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     config = work / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"rule_files:\n  - {ROOT / 'monitoring' / 'alerts.yml'}\n"
+        f"rule_files:\n  - {REPO / 'monitoring' / 'alerts.yml'}\n"
         "scrape_configs:\n"
         "  - job_name: catsdogs-api\n    scrape_interval: 1s\n    scrape_timeout: 900ms\n"
         f"    static_configs:\n      - targets: ['127.0.0.1:{svc.port}']\n"

@@ -17,9 +17,8 @@ from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from tests.shared_data import FULL_ZIP
+from tests.helpers.paths import FULL_ZIP, REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "deploy" / "samples"
 PREDICTIONS = REPO / "reports" / "eval" / "predictions.csv"  # evaluate's per-image record of the test split
 METRICS = REPO / "models" / "metrics.json"  # evaluate's headline figures, served as GET /model's evaluation

@@ -13,8 +13,7 @@ import torch
 import yaml
 
 import training.train as train
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.paths import REPO
 
 
 @pytest.fixture
@@ -91,6 +90,7 @@ def test_interrupted_training_resumes_from_last_checkpoint(
     assert float(history[0]["val_accuracy"]) == first_epoch["val_accuracy"]
 
 
+@pytest.mark.slow
 def test_checkpoint_from_other_params_is_not_resumed(workspace: Path, caplog: pytest.LogCaptureFixture) -> None:
     Path("models").mkdir()
     torch.save({"fingerprint": "someone-else"}, "models/checkpoint.pth")
