@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers.commands import require_tool
 from tests.helpers.images import BLUISH, REDDISH, write_image
-from tests.helpers.network import free_port, http_status
+from tests.helpers.network import free_port, wait_for_200
 from tests.helpers.onnx_models import TOY_VERSION
 from tests.helpers.paths import REPO
 from tests.helpers.prometheus import alert_rules, dashboard_targets, exposition_names, promql_metric_names
@@ -170,11 +170,7 @@ def live(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     )
     prom = Prometheus(f"http://127.0.0.1:{port}", proc, log)
     try:
-        deadline = time.monotonic() + 30
-        while http_status(f"{prom.url}/-/ready") != 200:
-            assert proc.poll() is None, f"prometheus exited {proc.returncode}:\n{log.read_text(errors='replace')}"
-            assert time.monotonic() < deadline, f"prometheus not ready in 30 s:\n{log.read_text(errors='replace')}"
-            time.sleep(0.3)
+        wait_for_200(f"{prom.url}/-/ready", proc, log, within_s=30, poll_s=0.3)
         yield svc, prom
     finally:
         proc.terminate()
