@@ -86,6 +86,7 @@ def test_export_with_different_weights_fails_parity(model, real_images, save) ->
     assert not report.passed
 
 
+@pytest.mark.slow
 def test_flip_tta_export_passes_parity_and_serves_mirror_invariant_probabilities(
     model, real_images, tmp_path: Path
 ) -> None:

@@ -153,6 +153,7 @@ def floor(bar: float, sample: int, population: int) -> float:
     return bar - STANDARD_ERRORS * error
 
 
+@pytest.mark.slow
 def test_bundled_model_meets_the_release_bar_on_test_photos_it_serves(
     recorded_split: list[dict[str, str]],
     held_out: list[HeldOutPhoto],
@@ -169,6 +170,7 @@ def test_bundled_model_meets_the_release_bar_on_test_photos_it_serves(
         assert class_accuracy >= floor(RELEASE_BAR.class_accuracy, len(mine), total), (label, class_accuracy)
 
 
+@pytest.mark.slow
 def test_committed_test_predictions_are_the_served_models_and_meet_the_bar(
     bundled: TestClient,
     recorded_split: list[dict[str, str]],

@@ -46,6 +46,7 @@ def _history() -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_training_writes_weights_only_best_model_history_and_metrics(workspace: Path) -> None:
     train.main()
     checkpoint = torch.load("models/best_model.pth", weights_only=True)
@@ -63,6 +64,7 @@ def test_training_writes_weights_only_best_model_history_and_metrics(workspace: 
     assert Path("mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_from_last_checkpoint(
     workspace: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
