@@ -11,8 +11,6 @@ import pytest
 
 from tests.helpers.paths import REPO
 
-pytestmark = pytest.mark.slow
-
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 WARNING = "make serve: WARNING: models/model.onnx is not the committed model"
 
