@@ -14,7 +14,9 @@ from tests.helpers.images import image_bytes
 from tests.helpers.prometheus import samples
 from tests.helpers.service_app import make_settings, run_limited
 
-DETAIL = "the request body exceeds the 1000-byte limit; send a smaller image (or raise MAX_UPLOAD_BYTES on the server)"
+DETAIL = (
+    "the request body exceeds the limit of 1000 bytes; send a smaller image (or raise MAX_UPLOAD_BYTES on the server)"
+)
 
 
 def test_a_declared_length_equal_to_the_limit_is_read() -> None:
