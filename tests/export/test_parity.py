@@ -22,6 +22,8 @@ from tests.helpers.paths import MINI_ZIP
 from training.dataset import split_images
 from training.model import WithSoftmax, build_model
 
+pytestmark = pytest.mark.slow
+
 SPEC = PreprocessSpec(image_size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
@@ -86,7 +88,6 @@ def test_export_with_different_weights_fails_parity(model, real_images, save) ->
     assert not report.passed
 
 
-@pytest.mark.slow
 def test_flip_tta_export_passes_parity_and_serves_mirror_invariant_probabilities(
     model, real_images, tmp_path: Path
 ) -> None:
