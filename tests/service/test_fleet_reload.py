@@ -18,7 +18,7 @@ from service.fleet import Fleet, Generation, WorkerRole
 from service.host import ModelHost
 from service.metrics import Metrics
 from service.model import ModelError, OnnxModel, read_model_file
-from tests.service.conftest import build_model
+from tests.helpers.onnx_models import build_model
 
 pytestmark = pytest.mark.anyio
 

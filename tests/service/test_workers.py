@@ -17,9 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import BLUE, RED, build_model, image_bytes
-from tests.service.test_http_server import _swap_model, metric, slow_batch
-from tests.service_process import ServiceProcess, server_pids, start_service, stop_service
+from tests.helpers.images import BLUE, RED, image_bytes, slow_batch
+from tests.helpers.onnx_models import build_model, swap_model
+from tests.helpers.prometheus import metric
+from tests.helpers.service_process import ServiceProcess, server_pids, start_service, stop_service
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_ready_is_503_until_every_worker_has_loaded_the_model(pair: ServiceProce
 
 def test_a_reload_reaches_both_workers_and_a_bad_one_changes_none(pair: ServiceProcess, model_path: Path) -> None:
     auth = {"Authorization": "Bearer s3cret"}
-    _swap_model(model_path, version="v2")
+    swap_model(model_path, version="v2")
     ok = httpx.post(f"{pair.url}/admin/reload", headers=auth)
     assert ok.status_code == 200 and ok.json()["model_version"] == "v2"
     # Once the reload has returned, no worker shows the old version.
@@ -79,7 +80,7 @@ def test_a_reload_reaches_both_workers_and_a_bad_one_changes_none(pair: ServiceP
     assert metric(pair, 'catsdogs_model_reloads_total{result="success"}') == 1  # one reload, counted once
     assert 'model_version="v1"' not in httpx.get(f"{pair.url}/metrics").text
 
-    _swap_model(model_path, version="v3", softmax=False)  # logits, not probabilities: refused by the validator
+    swap_model(model_path, version="v3", softmax=False)  # logits, not probabilities: refused by the validator
     bad = httpx.post(f"{pair.url}/admin/reload", headers=auth)
     assert bad.status_code == 422 and "still serving model_version v2" in bad.json()["detail"]
     versions = [httpx.get(f"{pair.url}/model").json()["model_version"] for _ in range(30)]
@@ -87,7 +88,7 @@ def test_a_reload_reaches_both_workers_and_a_bad_one_changes_none(pair: ServiceP
 
 
 def test_sighup_to_the_supervisor_reloads_every_worker(pair: ServiceProcess, model_path: Path) -> None:
-    _swap_model(model_path, version="v4")
+    swap_model(model_path, version="v4")
     pair.proc.send_signal(signal.SIGHUP)
     pair.wait_for_log(lambda e: e.get("message") == "model reloaded" and e.get("model_version") == "v4")
     switched = pair.wait_for_log(lambda e: e.get("message") == "model switched" and e.get("model_version") == "v4")
@@ -195,7 +196,7 @@ def test_a_model_that_cannot_load_stops_start_up_with_one_line(tmp_path: Path) -
 def test_a_restarted_worker_serves_the_reloaded_model_not_whatever_model_path_holds_now(
     pair: ServiceProcess, model_path: Path
 ) -> None:
-    _swap_model(model_path, version="v5")
+    swap_model(model_path, version="v5")
     assert httpx.post(f"{pair.url}/admin/reload", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     build_model(model_path, version="v6")  # MODEL_PATH moves on, but no reload was asked for
     os.kill(server_pids(pair)[1], signal.SIGKILL)
