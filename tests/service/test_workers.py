@@ -105,6 +105,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.slow
 def test_sigterm_drains_the_in_flight_requests_of_both_workers(pair: ServiceProcess) -> None:
     results: list[httpx.Response] = []
     senders: list[threading.Thread] = []
@@ -161,6 +162,7 @@ def test_a_crash_loop_stops_the_server_with_one_clear_line(pair: ServiceProcess)
     assert not run_dir.exists()  # the run directory is cleaned up on the way out
 
 
+@pytest.mark.slow
 def test_overload_on_every_worker_is_503_with_retry_after_never_another_error(model_path: Path, tmp_path: Path) -> None:
     srv = start_service(model_path, tmp_path, WORKERS="2", MAX_IN_FLIGHT="1", MAX_BATCH_FILES="64")
     try:
