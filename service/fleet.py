@@ -111,6 +111,9 @@ class Fleet:
     def mark_loaded(self, index: int) -> None:
         (self.run_dir / f"loaded-{index}").touch()
 
+    def mark_gone(self, index: int) -> None:
+        (self.run_dir / f"loaded-{index}").unlink(missing_ok=True)
+
     def loaded(self) -> set[int]:
         return {index for index in range(self.workers) if (self.run_dir / f"loaded-{index}").exists()}
 

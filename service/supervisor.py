@@ -53,8 +53,12 @@ class Supervisor:
     def start(self) -> Callable[[], int]:
         """Stage the model for the workers (a missing file stops start-up here), then return `run`."""
         path = self.settings.model_path
-        data = read_model_file(path)
-        self.fleet.publish(data, path, hashlib.sha256(data).hexdigest())
+        try:
+            data = read_model_file(path)
+            self.fleet.publish(data, path, hashlib.sha256(data).hexdigest())
+        except BaseException:
+            self.fleet.remove()  # `run` never comes: leave no run directory behind
+            raise
         return self.run
 
     def run(self) -> int:
@@ -113,6 +117,7 @@ class Supervisor:
     def _restart(self, worker: Worker, code: int) -> bool:
         """Replace a dead worker; False when deaths come too fast to be worth another try."""
         mark_process_dead(worker.proc.pid, str(self.fleet.metrics_dir))  # its live gauges no longer count
+        self.fleet.mark_gone(worker.index)  # no SIGHUP is forwarded to its replacement before it has loaded
         now = time.monotonic()
         self.deaths.append(now)
         while self.deaths and self.deaths[0] < now - CRASH_LOOP_WINDOW_S:

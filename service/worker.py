@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -25,6 +26,8 @@ def main() -> int:
 
 
 def _start() -> Callable[[], int]:
+    # A reload the supervisor forwards before the app installs its SIGHUP handler must not kill us.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = Settings.from_env()
     role = WorkerRole.from_env(os.environ, settings.workers)
     logs.configure(settings.log_level, role.index)

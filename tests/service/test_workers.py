@@ -129,6 +129,7 @@ def test_sigterm_drains_the_in_flight_requests_of_both_workers(pair: ServiceProc
     for sender in senders:
         sender.join()
     assert pair.proc.wait(timeout=40) == 0
+    assert not Path(str(listening(pair)["run_dir"])).exists()  # metrics files and staged models removed
     assert [r.status_code for r in results] == [200] * len(senders)
     assert all([x["predicted_class"] for x in r.json()["results"]] == ["cat"] * 16 for r in results)
     assert len(set(pids_that_answered(pair, "/predict/batch"))) == 2  # both workers finished theirs
