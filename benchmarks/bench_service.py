@@ -473,6 +473,26 @@ def print_table(results: list[Result], concurrency: int) -> None:
         print(f"  {r.name}: {rss} | " + ", ".join(f"{v:.0%}" for v in r.cpu_share))
 
 
+def median_result(runs: list[Result]) -> Result:
+    """Each figure's median over rounds (errors summed; RSS and CPU shares from the last round)."""
+    last = runs[-1]
+    figures = {
+        field: statistics.median(getattr(r, field) for r in runs)
+        for field in ("ready_s", "p50_ms", "p99_ms", "rps_c8", "p50_c8_ms", "p99_c8_ms", "rss_mb", "server_cpu_ms")
+    }
+    figures |= {"client_cpu_ms": statistics.median(r.client_cpu_ms for r in runs)}
+    floor_ms = last.floor_ratio * last.server_cpu_ms
+    return Result(
+        name=last.name,
+        workers=last.workers,
+        floor_ratio=floor_ms / figures["server_cpu_ms"],
+        errors=sum(r.errors for r in runs),
+        rss_each=last.rss_each,
+        cpu_share=last.cpu_share,
+        **figures,
+    )
+
+
 def configurations(args: argparse.Namespace, cpus: int) -> list[tuple[str, dict[str, str]]]:
     """(column name, extra env) per server to measure: --config ones first, then one per --workers count."""
     configs = []
@@ -501,6 +521,9 @@ def main() -> None:
     parser.add_argument(
         "--config", action="append", default=[], help="an extra server to measure first, NAME:KEY=VALUE,KEY=VALUE"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every configuration this many times, alternating"
+    )
     parser.add_argument("--torch", action="store_true", help="also serve torch eager behind the same stack")
     parser.add_argument("--skip-torch", action="store_true", help=argparse.SUPPRESS)  # the default now
     parser.add_argument("--soak-seconds", type=float, default=0, help="long-run check of the first server (0: skip)")
@@ -522,15 +545,23 @@ def main() -> None:
         print(f"floor: decode {decode_ms:.2f} ms + model {model_ms:.2f} ms = {floor:.2f} ms CPU per photo on 1 thread")
         serve_python = REPO / ".venv-serve" / "bin" / "python"
         python = str(serve_python) if serve_python.exists() else sys.executable
-        results = []
-        for index, (name, extra) in enumerate(configurations(args, cpus)):
-            port = free_port()
-            # Production settings, access log included (its lines go to /dev/null).
-            env = {"PATH": os.environ.get("PATH", ""), "MODEL_PATH": str(model), "PORT": str(port)}
-            env.update(kv.split("=", 1) for kv in args.env)
-            env.update(extra)
-            soak_s = args.soak_seconds if index == 0 else 0
-            results.append(measure(name, [python, "-m", "service"], env, port, jpegs, args, floor, soak_s))
+        configs = configurations(args, cpus)
+        rounds: dict[str, list[Result]] = {name: [] for name, _ in configs}
+        # Round-robin, so a neighbour's load that comes and goes falls on every configuration alike.
+        for round_index in range(args.rounds):
+            for index, (name, extra) in enumerate(configs):
+                port = free_port()
+                # Production settings, access log included (its lines go to /dev/null).
+                env = {"PATH": os.environ.get("PATH", ""), "MODEL_PATH": str(model), "PORT": str(port)}
+                env.update(kv.split("=", 1) for kv in args.env)
+                env.update(extra)
+                soak_s = args.soak_seconds if index == 0 and round_index == 0 else 0
+                rounds[name].append(measure(name, [python, "-m", "service"], env, port, jpegs, args, floor, soak_s))
+        results = [median_result(runs) for runs in rounds.values()]
+        if args.rounds > 1:
+            print(f"medians of {args.rounds} rounds; c=8 req/s per round:")
+            for name, runs in rounds.items():
+                print(f"  {name}: " + ", ".join(f"{r.rps_c8:.0f}" for r in runs))
         if args.torch:
             port = free_port()
             threads = str(min(cpus, 2))
