@@ -62,8 +62,8 @@ def parse_cfs(quota: str, period: str) -> float | None:
 def plan(cpus: int, workers: int = 0, inference_threads: int = 0, intra_op_threads: int = 0) -> CpuPlan:
     """Fill in what is 0 (auto) so that workers x threads x intra-op threads fits in `cpus`.
 
-    One worker per CPU: even on 2 CPUs, two single-threaded workers served 1.48x the req/s of one
-    worker with 2 threads, at 15% less CPU per request (GIL hand-offs; docs/service.md, "Workers").
+    One worker per CPU: even on 2 CPUs, two single-threaded workers served 1.2-1.5x the req/s of one
+    worker with 2 threads at about the same CPU per request (docs/service.md, "Workers and throughput").
     Parallelism across requests beats parallelism inside one small model call, so each model call
     runs on one thread unless INFERENCE_THREADS leaves a worker's share of the CPUs idle.
     """
