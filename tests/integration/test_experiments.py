@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -19,10 +18,11 @@ import onnx
 import pytest
 
 from service.metadata import ModelMetadata
-from tests.integration.test_pipeline import copy_working_tree
-from tests.shared_data import MINI_ZIP
+from tests.helpers.commands import copy_working_tree, run_checked
+from tests.helpers.paths import MINI_ZIP, REPO
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
 # The smallest recipe that still runs every stage: a from-scratch cnn at 32 px for one epoch.
 TINY = (
     "preprocess.image_size=32",
@@ -44,13 +44,8 @@ IDENTITY = {f"GIT_{who}_{what}": "t" for who in ("AUTHOR", "COMMITTER") for what
 
 
 def _run(args: list[str], cwd: Path, **extra_env: str) -> str:
-    env = os.environ | IDENTITY | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env |= extra_env
-    env.pop("MLFLOW_TRACKING_URI", None)
     # Generous: on two shared cores every dvc call pays seconds of start-up, the pipeline minutes.
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result.stdout + result.stderr
+    return run_checked(args, cwd, timeout=1800, **IDENTITY, **extra_env)
 
 
 def _dvc(*args: str, cwd: Path) -> str:

@@ -9,7 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.ops.conftest import ROOT
+from tests.helpers.paths import REPO
 
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
@@ -20,7 +20,7 @@ def dry_run_setup(venv: Path, *variables: str) -> subprocess.CompletedProcess[st
     env = {k: v for k, v in os.environ.items() if k not in {"TORCH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
     return subprocess.run(
         ["make", "-n", "-B", "setup", f"VENV={venv}", *variables],
-        cwd=ROOT,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
@@ -59,7 +59,7 @@ def test_unknown_torch_build_stops_make_naming_the_choices(tmp_path: Path) -> No
 
 
 def test_make_setup_and_dockerfile_train_use_the_same_cpu_index() -> None:
-    makefile = (ROOT / "Makefile").read_text()
-    dockerfile = (ROOT / "Dockerfile.train").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    dockerfile = (REPO / "Dockerfile.train").read_text()
     assert re.search(rf"^TORCH_CPU_INDEX_URL := {re.escape(CPU_INDEX)}$", makefile, flags=re.M)
     assert re.search(rf"^ARG TORCH_INDEX_URL={re.escape(CPU_INDEX)}$", dockerfile, flags=re.M)

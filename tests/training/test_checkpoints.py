@@ -37,6 +37,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a Python process per case, importing torch
 @pytest.mark.parametrize("name", ["checkpoint.pth", "best_model.pth"])
 def test_a_kill_mid_write_leaves_the_previous_checkpoint_readable(tmp_path: Path, name: str) -> None:
     path = tmp_path / "models" / name
