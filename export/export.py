@@ -2,9 +2,11 @@
 
     python -m export.export BEST_MODEL IMAGES_ZIP SPLIT_CSV ONNX_MODEL PARITY_REPORT   (dvc.yaml passes the paths)
 
-The ONNX file is written to a temporary path, proven equal to the PyTorch
-model on real validation images, and only then moved into place. A failed
-gate leaves the previous model untouched and exits non-zero.
+With `export.calibrate`, a temperature is first fitted on the whole validation
+split (training/calibration.py) and divides the logits inside the graph. The
+ONNX file is written to a temporary path, proven equal to the PyTorch model
+(the same temperature included) on real validation images, and only then moved
+into place. A failed gate leaves the previous model untouched and exits non-zero.
 """
 
 from __future__ import annotations
@@ -20,26 +22,56 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
+from tqdm import tqdm
 
 from export.parity import check_parity
 from service.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
-from service.preprocessing import PreprocessSpec
+from service.preprocessing import PreprocessSpec, preprocess
+from training.calibration import fit_temperature, served_nll
 from training.cli import run_stage, stage_parser
-from training.dataset import split_images
+from training.dataset import LabelledImage, split_images
 from training.errors import ParamsError
 from training.model import WithSoftmax, model_from_checkpoint
 from training.params import ExportParams, load_params
 from training.tracking import reopened_run, train_run_id
 
 log = logging.getLogger("export")
+BATCH = 64
 
 
-def load_checkpoint(path: Path, flip_tta: bool) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the exported module (softmax and optional flip-TTA included) from a weights-only checkpoint."""
+def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
+    """The trained net (logits out) and the weights-only checkpoint it came from."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    return WithSoftmax(model_from_checkpoint(checkpoint), flip_tta).eval(), checkpoint
+    return model_from_checkpoint(checkpoint).eval(), checkpoint
+
+
+def view_logits(net: torch.nn.Module, images: list[LabelledImage], spec: PreprocessSpec, flip_tta: bool) -> np.ndarray:
+    """(views, N, C): the logits the exported graph turns into probabilities, one slice per averaged view."""
+    views = []
+    for start in tqdm(range(0, len(images), BATCH), desc="calibrate", unit="batch"):
+        batch = torch.from_numpy(np.concatenate([preprocess(i.data, spec) for i in images[start : start + BATCH]]))
+        with torch.no_grad():
+            views.append(torch.stack([net(batch), net(batch.flip(3))] if flip_tta else [net(batch)]).numpy())
+    return np.concatenate(views, axis=1)
+
+
+def calibration(net: torch.nn.Module, spec: PreprocessSpec, classes: list[str], flip_tta: bool, **paths: Path) -> dict:
+    """The temperature fitted on the whole validation split, with the validation NLL it moves from and to."""
+    validation = split_images("val", **paths)
+    if not validation:
+        raise ParamsError("export.calibrate fits a temperature on the validation split, which is empty")
+    logits = view_logits(net, validation, spec, flip_tta)
+    labels = np.array([classes.index(image.label) for image in validation])
+    temperature = fit_temperature(logits, labels)
+    return {
+        "temperature": round(temperature, 6),
+        "calibration_images": len(validation),
+        "val_nll_before": served_nll(logits, labels, 1.0),
+        "val_nll_after": served_nll(logits, labels, round(temperature, 6)),
+    }
 
 
 def to_onnx(model: torch.nn.Module, image_size: int, opset: int) -> onnx.ModelProto:
@@ -74,13 +106,20 @@ def export_model(
     *,
     images_zip: Path,
     split_csv: Path,
+    calibrate: bool = False,
     image_size: int | None = None,
 ) -> dict:
     """`image_size` overrides the trained serving size (scripts/sweep_serving.py); the net is fully convolutional."""
-    model, checkpoint = load_checkpoint(best_model, flip_tta)
+    net, checkpoint = load_checkpoint(best_model)
     spec = PreprocessSpec.from_json(checkpoint["preprocessing"])
     if image_size is not None:
         spec = dataclasses.replace(spec, image_size=image_size)
+    fitted = (
+        calibration(net, spec, list(checkpoint["classes"]), flip_tta, images_zip=images_zip, split_csv=split_csv)
+        if calibrate
+        else {"temperature": 1.0}
+    )
+    model = WithSoftmax(net, flip_tta, fitted["temperature"]).eval()
     proto = to_onnx(model, spec.image_size, opset)
     # Content hash of graph + weights, taken before metadata so it names the math, not the labels.
     version = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()[:12]
@@ -91,7 +130,11 @@ def export_model(
             preprocessing=spec,
             model_version=version,
             data_version=checkpoint["data_version"],
-            metrics={"val_accuracy": checkpoint["val_accuracy"], "epoch": checkpoint["epoch"]},
+            metrics={
+                "val_accuracy": checkpoint["val_accuracy"],
+                "epoch": checkpoint["epoch"],
+                "temperature": fitted["temperature"],
+            },
         ),
     )
     onnx.checker.check_model(proto, full_check=True)
@@ -108,6 +151,7 @@ def export_model(
         onnx.save(proto, candidate)
         report = check_parity(model, spec, candidate, images, atol).as_dict()
         report |= {"model_version": version, "opset": opset, "flip_tta": flip_tta, "bytes": candidate.stat().st_size}
+        report |= fitted
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(report, indent=2) + "\n")
         if report["passed"]:
@@ -125,6 +169,7 @@ def track(report: dict, cfg: ExportParams, report_path: Path) -> None:
                 "parity_max_abs_diff": report["max_abs_diff"],
                 "parity_class_mismatches": report["class_mismatches"],
                 "fp32_mb": report["bytes"] / 2**20,
+                "temperature": report["temperature"],
             }
         )
         tracker.log_artifact(report_path)
@@ -156,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cfg.flip_tta,
         images_zip=args.images_zip,
         split_csv=args.split_csv,
+        calibrate=cfg.calibrate,
     )
     track(report, cfg, args.parity_report)
     if not report["passed"]:
@@ -169,9 +215,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         sys.exit(1)
     log.info(
-        "parity passed on %d images (max |diff| %.2e); wrote %s",
+        "parity passed on %d images (max |diff| %.2e); temperature %.4g; wrote %s",
         report["images"],
         report["max_abs_diff"],
+        report["temperature"],
         args.onnx_model,
     )
 

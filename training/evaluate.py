@@ -1,6 +1,6 @@
 """Stage: score the served ONNX model on the test split.
 
-    python -m training.evaluate MODEL IMAGES_ZIP SPLIT_CSV METRICS REPORT PREDICTIONS ROC MISCLASSIFIED
+    python -m training.evaluate MODEL IMAGES_ZIP SPLIT_CSV METRICS REPORT PREDICTIONS ROC MISCLASSIFIED RELIABILITY
     (dvc.yaml passes the paths)
 
 Runs the exported ONNX file with onnxruntime and the preprocessing read from
@@ -9,6 +9,8 @@ measured the way it is served.
 
 METRICS holds the headline figures only, so that `dvc metrics show` and
 `dvc exp show` stay readable in a terminal; every other figure is in REPORT.
+Calibration (ECE, log loss) is reported as served and as it was before the
+export's temperature, recovered from the served probabilities.
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ from service.model import SessionTuning, load_model
 from service.preprocessing import preprocess
 from training.cli import run_stage, stage_parser
 from training.dataset import split_images
-from training.metrics import classification_report, roc_curve
+from training.metrics import (
+    before_temperature,
+    classification_report,
+    expected_calibration_error,
+    log_loss,
+    reliability_bins,
+    roc_curve,
+)
 from training.params import Params, load_params
 from training.release import MIB, release_failures
 from training.tracking import reopened_run, train_run_id
@@ -64,9 +73,26 @@ def headline(report: dict, metadata: ModelMetadata, model_bytes: int) -> dict:
         "accuracy": report["accuracy"],
         **{f"{name}_accuracy": figures["accuracy"] for name, figures in report["per_class"].items()},
         "roc_auc": report["roc_auc"],
+        "ece": round(report["ece"], 5),
+        "ece_before": round(report["calibration"]["ece_before"], 5),
+        "log_loss": round(report["log_loss"], 5),
+        "log_loss_before": round(report["calibration"]["log_loss_before"], 5),
+        "temperature": report["calibration"]["temperature"],
         "val_accuracy": metadata.metrics.get("val_accuracy"),  # the checkpoint's, recorded at export
         "model_mb": round(model_bytes / MIB, 2),
         "format": "int8" if metadata.quantization else "fp32",
+    }
+
+
+def calibration_report(labels: np.ndarray, probabilities: np.ndarray, temperature: float) -> dict:
+    """ECE and log loss without the export's temperature, next to the reliability diagram's points both ways."""
+    before = before_temperature(probabilities, temperature)
+    return {
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(labels, before),
+        "log_loss_before": log_loss(labels, before),
+        "reliability": reliability_bins(labels, probabilities),
+        "reliability_before": reliability_bins(labels, before),
     }
 
 
@@ -82,6 +108,7 @@ class EvalOutputs:
     predictions: Path
     roc: Path
     misclassified: Path
+    reliability: Path
 
 
 def track(report: dict, headline_figures: dict, model: Path, params: Params, outputs: EvalOutputs) -> str | None:
@@ -94,7 +121,7 @@ def track(report: dict, headline_figures: dict, model: Path, params: Params, out
         numbers = {key: value for key, value in headline_figures.items() if isinstance(value, int | float)}
         tracker.log_metrics({f"test_{key}": value for key, value in numbers.items()})
         tracker.log_metrics({"test_log_loss": report["log_loss"], "test_macro_f1": report["macro_f1"]})
-        for path in (outputs.metrics, outputs.report, outputs.roc, outputs.misclassified):
+        for path in (outputs.metrics, outputs.report, outputs.roc, outputs.misclassified, outputs.reliability):
             tracker.log_artifact(path)
         requirements = [f"onnxruntime=={version('onnxruntime')}", f"onnx=={version('onnx')}"]
         uri = tracker.log_onnx_model(model, requirements)
@@ -124,13 +151,14 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("predictions", type=Path, help="CSV to write: one row per test image")
     parser.add_argument("roc", type=Path, help="CSV to write: the ROC curve")
     parser.add_argument("misclassified", type=Path, help="JSON to write: the most confident mistakes")
+    parser.add_argument("reliability", type=Path, help="CSV to write: the reliability diagram (15 confidence bins)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = arguments().parse_args(argv)
     model = args.model
-    outputs = EvalOutputs(args.metrics, args.report, args.predictions, args.roc, args.misclassified)
+    outputs = EvalOutputs(args.metrics, args.report, args.predictions, args.roc, args.misclassified, args.reliability)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
     test = split_images("test", images_zip=args.images_zip, split_csv=args.split_csv)
@@ -138,7 +166,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     classes = list(metadata.classes)
     labels = np.array([classes.index(image.label) for image in test])
     report = classification_report(labels, probabilities, classes)
-    report |= {"model_version": metadata.model_version, "data_version": metadata.data_version}
+    # Models exported before calibration existed carry no temperature: theirs is 1.
+    temperature = float(metadata.metrics.get("temperature", 1.0))
+    report |= {
+        "model_version": metadata.model_version,
+        "data_version": metadata.data_version,
+        "calibration": calibration_report(labels, probabilities, temperature),
+    }
     write_json(outputs.report, report)
     figures = headline(report, metadata, model.stat().st_size)
     write_json(outputs.metrics, figures)
@@ -161,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             for f, t, th in zip(fpr, tpr, thresholds, strict=True)
         ],
     )
+    columns = ["confidence", "accuracy", "images", "lower", "upper"]
+    write_csv(outputs.reliability, columns, [[b[c] for c in columns] for b in report["calibration"]["reliability"]])
     wrong = np.flatnonzero(predicted != labels)
     confident_mistakes = sorted(wrong, key=lambda i: -probabilities[i].max())[:20]
     write_json(
@@ -175,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for i in confident_mistakes
         ],
     )
-    print(json.dumps({k: report[k] for k in ("accuracy", "roc_auc", "log_loss", "macro_f1")}))
+    print(json.dumps({k: report[k] for k in ("accuracy", "roc_auc", "log_loss", "ece", "macro_f1")}))
     track(report, figures, model, params, outputs)
 
 

@@ -40,14 +40,59 @@ def classification_report(labels: np.ndarray, probabilities: np.ndarray, classes
             "support": int(support),
         }
     fpr, tpr, _ = roc_curve(labels == len(classes) - 1, probabilities[:, -1])
-    eps = 1e-7
-    picked = np.clip(probabilities[np.arange(len(labels)), labels], eps, 1.0)
     return {
         "accuracy": float((predicted == labels).mean()),
         "per_class": per_class,
         "macro_f1": float(np.mean([m["f1"] for m in per_class.values()])),
         "roc_auc": float(np.trapezoid(tpr, fpr)),
-        "log_loss": float(-np.log(picked).mean()),
+        "log_loss": log_loss(labels, probabilities),
+        "ece": expected_calibration_error(labels, probabilities),
         "confusion_matrix": {"labels": list(classes), "matrix": confusion.tolist()},
         "images": int(len(labels)),
     }
+
+
+def reliability_bins(labels: np.ndarray, probabilities: np.ndarray, bins: int = 15) -> list[dict]:
+    """Equal-width bins on (0, 1] of the top-class confidence: each non-empty bin's mean confidence,
+    accuracy and image count, the points of a reliability diagram."""
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == labels
+    # A confidence of exactly k/bins belongs to bin k-1, as in the usual (lower, upper] convention.
+    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            rows.append(
+                {
+                    "lower": b / bins,
+                    "upper": (b + 1) / bins,
+                    "confidence": float(confidence[members].mean()),
+                    "accuracy": float(correct[members].mean()),
+                    "images": int(members.sum()),
+                }
+            )
+    return rows
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = 15) -> float:
+    """Image-weighted mean |accuracy - confidence| over the equal-width confidence bins."""
+    rows = reliability_bins(labels, probabilities, bins)
+    return float(sum(row["images"] * abs(row["accuracy"] - row["confidence"]) for row in rows) / len(labels))
+
+
+def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+    return float(-np.log(picked).mean())
+
+
+def before_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """The probabilities the graph would serve without its temperature: softmax(T * log p).
+
+    Exact for one softmax (log p = z/T - const per image); with flip TTA's mean of two
+    softmaxes it is an approximation.
+    """
+    scaled = temperature * np.log(np.clip(probabilities.astype(np.float64), 1e-30, 1.0))
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return exp / exp.sum(axis=1, keepdims=True)

@@ -112,15 +112,20 @@ class WithSoftmax(nn.Module):
 
     flip_tta averages each image's probabilities with its mirror image's. Both views
     go through the net as one batch of 2N, so the ONNX graph stays a single call.
+    `temperature` (training/calibration.py) divides the logits before the softmax, so the
+    served confidences are calibrated without any change to the service.
     """
 
-    def __init__(self, net: nn.Module, flip_tta: bool = False) -> None:
+    def __init__(self, net: nn.Module, flip_tta: bool = False, temperature: float = 1.0) -> None:
         super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
         self.net = net
         self.flip_tta = flip_tta
+        self.temperature = temperature
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.flip_tta:
-            return torch.softmax(self.net(x), dim=1)
-        probabilities = torch.softmax(self.net(torch.cat([x, x.flip(3)])), dim=1)
+            return torch.softmax(self.net(x) / self.temperature, dim=1)
+        probabilities = torch.softmax(self.net(torch.cat([x, x.flip(3)])) / self.temperature, dim=1)
         return probabilities.view(2, x.shape[0], -1).mean(0)

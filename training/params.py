@@ -63,6 +63,7 @@ class TrainParams:
 class ExportParams:
     opset: int
     flip_tta: bool
+    calibrate: bool
     parity_images: int
     parity_atol: float
 

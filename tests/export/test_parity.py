@@ -17,8 +17,10 @@ import export.export
 from export.export import export_model, stamp_metadata, to_onnx
 from export.parity import check_parity
 from service.metadata import INPUT_NAME, ModelMetadata
-from service.preprocessing import PreprocessSpec
+from service.model import SessionTuning, load_model
+from service.preprocessing import PreprocessSpec, preprocess
 from tests.helpers.paths import MINI_ZIP
+from training.calibration import served_probabilities
 from training.model import WithSoftmax, build_model
 
 pytestmark = pytest.mark.slow
@@ -113,15 +115,18 @@ def test_parity_with_no_images_never_passes(model, save) -> None:
     assert not report.passed
 
 
-def test_export_stage_with_broken_normalisation_fails_and_keeps_previous_model(
-    model, real_images, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
+def _write_stage_inputs(model: torch.nn.Module, real_images: list[tuple[str, bytes]]) -> None:
+    """What the export stage reads, in the working directory: images.zip, split.csv (all val) and best.pth."""
     with zipfile.ZipFile("images.zip", "w") as archive:
         for name, data in real_images:
             archive.writestr(name, data)
+    labels = ["dog" if "dog" in name.lower() else "cat" for name, _ in real_images]
     Path("split.csv").write_text(
-        "path,label,sha256,split\n" + "".join(f"{name},cat,{i:064x},val\n" for i, (name, _) in enumerate(real_images))
+        "path,label,sha256,split\n"
+        + "".join(
+            f"{name},{label},{i:064x},val\n"
+            for i, ((name, _), label) in enumerate(zip(real_images, labels, strict=True))
+        )
     )
     torch.save(
         {
@@ -135,6 +140,41 @@ def test_export_stage_with_broken_normalisation_fails_and_keeps_previous_model(
         },
         "best.pth",
     )
+
+
+def test_calibrated_export_serves_softmax_of_logits_over_the_fitted_temperature(
+    model, real_images, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _write_stage_inputs(model, real_images)
+    report = export_model(
+        Path("best.pth"),
+        Path("model.onnx"),
+        Path("parity.json"),
+        18,
+        64,
+        1e-4,
+        flip_tta=False,
+        images_zip=Path("images.zip"),
+        split_csv=Path("split.csv"),
+        calibrate=True,
+    )
+    assert report["passed"] is True and report["calibration_images"] == len(real_images)
+    temperature = report["temperature"]
+    assert temperature != 1.0 and report["val_nll_after"] < report["val_nll_before"]
+    served = load_model(Path("model.onnx"), SessionTuning())
+    assert served.metadata.metrics["temperature"] == temperature
+    batch = np.concatenate([preprocess(data, SPEC) for _, data in real_images[:8]])
+    with torch.no_grad():
+        logits = model.net(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(served.predict(batch), served_probabilities(logits[None], temperature), atol=1e-5)
+
+
+def test_export_stage_with_broken_normalisation_fails_and_keeps_previous_model(
+    model, real_images, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _write_stage_inputs(model, real_images)
     previous = Path("model.onnx")
     previous.write_bytes(b"previous model")
     real_stamp = export.export.stamp_metadata

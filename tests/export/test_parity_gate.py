@@ -148,7 +148,8 @@ def test_parity_report_passes_only_with_images_no_flips_and_diff_within_toleranc
 
 def stage_report(parity: ParityReport) -> dict[str, object]:
     """What export_model returns: the gate's verdict plus what it records about the file."""
-    return parity.as_dict() | {"model_version": "m", "opset": 18, "flip_tta": False, "bytes": 13_000_000}
+    fitted = {"temperature": 0.7, "calibration_images": 2000, "val_nll_before": 0.2, "val_nll_after": 0.1}
+    return parity.as_dict() | {"model_version": "m", "opset": 18, "flip_tta": False, "bytes": 13_000_000} | fitted
 
 
 def failing_report() -> dict[str, object]:
@@ -184,6 +185,7 @@ def assert_asked_for_params_yaml_gate(calls: list[inspect.BoundArguments]) -> No
     assert call.arguments["images_zip"] == PATHS.images_zip and call.arguments["split_csv"] == PATHS.split_csv
     assert call.arguments["atol"] == cfg.parity_atol and call.arguments["parity_images"] == cfg.parity_images
     assert call.arguments["opset"] == cfg.opset and call.arguments["flip_tta"] == cfg.flip_tta
+    assert call.arguments["calibrate"] == cfg.calibrate
 
 
 def test_export_main_exits_1_and_says_why_when_the_gate_fails(
@@ -215,7 +217,7 @@ def test_export_main_returns_normally_when_the_gate_passes(
     assert_asked_for_params_yaml_gate(calls)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     (line,) = [r.getMessage() for r in caplog.records if "parity passed" in r.getMessage()]
-    assert line == f"parity passed on 64 images (max |diff| 3.00e-07); wrote {PATHS.onnx_model}"
+    assert line == f"parity passed on 64 images (max |diff| 3.00e-07); temperature 0.7; wrote {PATHS.onnx_model}"
 
 
 def test_export_main_prints_its_verdict_on_the_console_without_onnx_chatter(
@@ -234,7 +236,7 @@ def test_export_main_prints_its_verdict_on_the_console_without_onnx_chatter(
     logging.getLogger("onnxscript.rewriter").info("chatter")
     console = capsys.readouterr().err.splitlines()
     assert [line for line in console if "parity" in line] == [
-        f"INFO export: parity passed on 64 images (max |diff| 3.00e-07); wrote {PATHS.onnx_model}"
+        f"INFO export: parity passed on 64 images (max |diff| 3.00e-07); temperature 0.7; wrote {PATHS.onnx_model}"
     ]
     assert not [line for line in console if "chatter" in line]
 

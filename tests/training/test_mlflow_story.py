@@ -34,7 +34,9 @@ BUNDLED = REPO / "models" / "model.onnx"
 PARAMS = load_params(REPO / "params.yaml")
 NAME, ALIAS = PARAMS.mlflow.registered_model, PARAMS.mlflow.champion_alias
 EVAL = evaluate.arguments().parse_args(stage_args("evaluate"))  # where dvc.yaml has evaluate write
-EVAL_OUTPUTS = evaluate.EvalOutputs(EVAL.metrics, EVAL.report, EVAL.predictions, EVAL.roc, EVAL.misclassified)
+EVAL_OUTPUTS = evaluate.EvalOutputs(
+    EVAL.metrics, EVAL.report, EVAL.predictions, EVAL.roc, EVAL.misclassified, EVAL.reliability
+)
 
 
 def _write(path: str | Path, value: object) -> Path:
@@ -55,7 +57,14 @@ def _train() -> str | None:
 
 
 def _export_and_quantize(params: Params) -> None:
-    parity = {"passed": True, "images": 64, "class_mismatches": 0, "max_abs_diff": 8e-7, "bytes": 13_643_302}
+    parity = {
+        "passed": True,
+        "images": 64,
+        "class_mismatches": 0,
+        "max_abs_diff": 8e-7,
+        "bytes": 13_643_302,
+        "temperature": 0.7,
+    }
     export.track(parity, params.export, _write("reports/parity.json", parity))
     guard = {"agreement": 0.9965, "fp32_accuracy": 0.9855, "int8_accuracy": 0.985, "accuracy_drop": 0.0005}
     report = {"enabled": True, "guard": guard | {"passed": True}, "served": "int8"}
@@ -77,6 +86,7 @@ def _evaluate(params: Params, right_per_class: int) -> str | None:
         _write(path, value)
     _write(EVAL_OUTPUTS.roc, "fpr,tpr,threshold\n0,0,1\n1,1,0\n")
     _write(EVAL_OUTPUTS.misclassified, [])
+    _write(EVAL_OUTPUTS.reliability, "confidence,accuracy,images,lower,upper\n0.9,0.9,200,0.8667,0.9333\n")
     return evaluate.track(report, figures, model, params, EVAL_OUTPUTS)
 
 
@@ -104,9 +114,8 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
 def test_one_run_holds_params_curves_parity_quantize_and_test_metrics(story: Story) -> None:
     run = MlflowClient().get_run(story.run_id)
     assert {"train.lr", "export.opset", "export.parity_atol", "quantize.min_agreement"} <= set(run.data.params)
-    assert {"val_accuracy", "parity_max_abs_diff", "parity_passed", "quantize_agreement", "quantize_passed"} <= set(
-        run.data.metrics
-    )
+    exported = {"val_accuracy", "parity_max_abs_diff", "parity_passed", "temperature"}
+    assert exported | {"quantize_agreement", "quantize_passed"} <= set(run.data.metrics)
     assert {"test_accuracy", "test_roc_auc", "test_log_loss", "test_macro_f1"} <= set(run.data.metrics)
     assert run.data.tags["served_format"] == "int8"
     artifacts = {item.path for item in MlflowClient().list_artifacts(story.run_id)}
