@@ -36,8 +36,9 @@ def normalize(images: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     # Per-channel constants for NCHW; non_blocking: a plain copy would wait for the device's queue.
     scale = (std * 255.0).to(images.device, non_blocking=True)[:, None, None]
     shift = (mean / std).to(images.device, non_blocking=True)[:, None, None]
-    # NHWC memory viewed as NCHW is channels_last, which the convolutions prefer.
-    return images.permute(0, 3, 1, 2).float() / scale - shift
+    out = images.permute(0, 3, 1, 2).float() / scale - shift
+    # A no-op for NHWC-contiguous input, whose NCHW view already is channels_last.
+    return out.contiguous(memory_format=torch.channels_last)
 
 
 def cache_fits(nbytes: int, device: torch.device) -> bool:
@@ -70,6 +71,8 @@ def device_batches(
     images: torch.Tensor, labels: torch.Tensor, batches: Sequence[torch.Tensor], device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(uint8 images, labels) of each batch of row indices, on `device`, lazily."""
+    if not batches:
+        return
     if images.device == device:
         # One copy of the epoch's indices, not one per batch.
         rows = torch.cat(list(batches)).to(device, non_blocking=True)
