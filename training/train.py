@@ -48,8 +48,8 @@ from training.prepare import load_split
 from training.tracking import Tracker, tracked_run
 
 EVAL_BATCH = 256
-# Steps between progress-bar figures: reading them waits for the device.
-PROGRESS_EVERY = 10
+# Seconds between progress-bar figures: reading them makes the host wait for the device.
+PROGRESS_EVERY_S = 2.0
 
 log = logging.getLogger("training.train")
 
@@ -363,13 +363,15 @@ def train_epoch(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     bar = tqdm(inputs, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=len(rows), unit="batch", disable=not world.is_main)
+    shown = started
     for step, (x, y) in enumerate(bar, 1):
         loss, logits = train_step(replicated, learner, x, y, device)
         seen += len(y)
         loss_sum += loss.detach().double() * len(y)
         correct += (logits.argmax(1) == y).sum()
-        if step % PROGRESS_EVERY == 0 or step == len(rows):
+        if time.perf_counter() - shown >= PROGRESS_EVERY_S or step == len(rows):
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
+            shown = time.perf_counter()
     # The clock stops once the device has finished the epoch's work, not when the host has queued it.
     figures = [loss_sum.item(), correct.item(), seen]
     seconds = time.perf_counter() - started
