@@ -232,7 +232,7 @@ def main() -> None:
             row = {"batch": batch} | bench_parts(params, batch, steps, device)
             workspace = Path(scratch) / f"b{batch}"
             workspace.mkdir()
-            write_workspace(workspace, params, batch, loop_steps, args.epochs, str(device))
+            write_workspace(workspace, params, batch, loop_steps, args.epochs, device.type)
             new_runs, old_runs, busy = [], [], []
             for repeat in range(args.repeats):
                 print(f"batch {batch}: loop run {repeat + 1}/{args.repeats}", file=sys.stderr, flush=True)

@@ -102,9 +102,7 @@ def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(count, generator=generator)
 
 
-def augmentation_generator(
-    seed: int, epoch: int, rank: int, device: torch.device | str = "cpu"
-) -> torch.Generator:
+def augmentation_generator(seed: int, epoch: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:
     """Each rank draws its own crops and colours, on the device it augments on; reproducible from the seed alone.
 
     A CUDA generator's stream differs from a CPU one's for the same seed, so results are reproducible per device.
