@@ -238,8 +238,10 @@ def main() -> None:
                 print(f"batch {batch}: loop run {repeat + 1}/{args.repeats}", file=sys.stderr, flush=True)
                 if old_code is not None:
                     old_runs.append(run_loop(workspace, old_code, device)[0])
+                    print(f"  loop at {args.compare}: {old_runs[-1]:.1f} images/s", file=sys.stderr, flush=True)
                 rate, sm = run_loop(workspace, REPO, device)
                 new_runs.append(rate)
+                print(f"  loop: {rate:.1f} images/s", file=sys.stderr, flush=True)
                 busy += [sm] if sm is not None else []
             row["loop"] = statistics.mean(new_runs)
             if old_runs:
