@@ -6,10 +6,11 @@ For each batch size, images per second of:
 - host augment: today's CPU path, augment() on the host then the numpy normalize() and a float32 copy to the device;
 - device augment: the uint8 batch on the device, augment() and normalize() there (on a CPU run: the same, on the CPU);
 - step alone: forward, backward and AdamW on a ready input (bf16 autocast on CUDA);
-- loop: `python -m training.train` itself, run in a scratch workspace on synthetic uint8 caches of the prepared
-  shape, its own per-epoch images/s (epochs after the first, which carries the warm-up). Under CUDA the SM busy
-  share is sampled meanwhile (pynvml, else nvidia-smi), median over the samples from the first busy one to the last.
-With --compare REV the loop also runs the code of git revision REV (training/ and service/ from `git archive`) on
+- loop: the train stage itself (its `cmd` from that code's dvc.yaml), run in a scratch workspace on synthetic
+  uint8 caches of the prepared shape, its own per-epoch images/s (epochs after the first, which carries the
+  warm-up). Under CUDA the SM busy share is sampled meanwhile (pynvml, else nvidia-smi), median over the
+  samples from the first busy one to the last.
+With --compare REV the loop also runs the code of git revision REV (training/, service/, dvc.yaml: `git archive`) on
 the same workspace, interleaved with this tree's, so both figures come from one run on one machine.
 
 Needs neither dvc nor mlflow (without mlflow, training warns once and carries on) nor the ImageNet weights: the
@@ -176,11 +177,11 @@ def write_workspace(root: Path, params: Params, batch: int, loop_steps: int, epo
 
 
 def run_loop(workspace: Path, code: Path, device: torch.device) -> tuple[float, float | None]:
-    """(images/s of the epochs after the first, median SM busy) of `python -m training.train` from `code`."""
+    """(images/s of the epochs after the first, median SM busy) of the train stage from `code`."""
     for stale in ("models", "mlruns", "mlflow.db"):
         target = workspace / stale
         shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "training.train"]
+    command = [sys.executable, *train_command(code)[1:]]
     env = {**os.environ, "PYTHONPATH": str(code)}
     sampler = SmSampler(device.index or 0) if device.type == "cuda" else None
     with sampler if sampler is not None else nullcontext():
@@ -193,11 +194,16 @@ def run_loop(workspace: Path, code: Path, device: torch.device) -> tuple[float, 
     return statistics.mean(steady), sampler.busy_median() if sampler is not None else None
 
 
+def train_command(code: Path) -> list[str]:
+    """The train stage's command as that code's dvc.yaml writes it (`python -m training.train [paths]`)."""
+    return yaml.safe_load((code / "dvc.yaml").read_text())["stages"]["train"]["cmd"].split()
+
+
 def code_at(revision: str, into: Path) -> Path:
-    """training/ and service/ as they are at a git revision, extracted under `into`."""
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", revision, "training", "service"], capture_output=True, check=True
-    ).stdout
+    """training/, service/ and dvc.yaml as they are at a git revision, extracted under `into`."""
+    paths = ["training", "service", "dvc.yaml"]
+    command = ["git", "-C", str(REPO), "archive", revision, *paths]
+    archive = subprocess.run(command, capture_output=True, check=True).stdout
     into.mkdir(parents=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into

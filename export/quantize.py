@@ -1,4 +1,6 @@
-"""Stage: models/model_fp32.onnx -> the served models/model.onnx, int8 behind a guard. `python -m export.quantize`
+"""Stage: the fp32 ONNX file -> the served model, int8 behind a guard.
+
+    python -m export.quantize FP32_MODEL IMAGES_ZIP SPLIT_CSV SERVED_MODEL REPORT   (dvc.yaml passes the paths)
 
 onnxruntime static quantization: QDQ format, per-channel int8 weights, uint8 activations
 calibrated on training images that went through the one preprocessing contract. The
@@ -13,6 +15,7 @@ looks; `quantize.enabled: false` ships fp32 on purpose.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -32,13 +35,11 @@ from tqdm import tqdm
 from service.metadata import INPUT_NAME, ModelMetadata
 from service.model import OnnxModel, SessionTuning, load_model
 from service.preprocessing import PreprocessSpec, preprocess
+from training.cli import run_stage, stage_parser
 from training.dataset import LabelledImage, split_images
 from training.params import QuantizeParams, load_params
 from training.tracking import reopened_run, train_run_id
 
-FP32_MODEL = Path("models/model_fp32.onnx")
-SERVED_MODEL = Path("models/model.onnx")
-REPORT = Path("reports/quantize.json")
 BATCH = 64
 
 log = logging.getLogger("export.quantize")
@@ -167,7 +168,7 @@ def run(
     return report
 
 
-def track(report: dict[str, object], cfg: QuantizeParams, report_path: Path = REPORT) -> None:
+def track(report: dict[str, object], cfg: QuantizeParams, report_path: Path) -> None:
     """Add the quantize params, the guard's figures and which file is served to the model's MLflow run."""
     with reopened_run(train_run_id(), "quantize") as tracker:
         tracker.log_params({f"quantize.{key}": value for key, value in asdict(cfg).items()})
@@ -179,14 +180,26 @@ def track(report: dict[str, object], cfg: QuantizeParams, report_path: Path = RE
         tracker.log_artifact(report_path)
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    parser = stage_parser("export.quantize", __doc__)
+    parser.add_argument("fp32_model", type=Path, help="the fp32 ONNX file export wrote")
+    parser.add_argument("images_zip", type=Path, help="the kept images ingest wrote")
+    parser.add_argument("split_csv", type=Path, help="the split assignment split wrote")
+    parser.add_argument("served_model", type=Path, help="ONNX file to write: the one the service loads")
+    parser.add_argument("report", type=Path, help="JSON to write: the guard's figures and which file is served")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = arguments().parse_args(argv)
     # onnxruntime's quantizer logs every rescaled weight at INFO on the root logger.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     cfg = load_params().quantize
-    calibration = [image.data for image in split_images("train", cfg.calibration_images)] if cfg.enabled else []
-    report = run(cfg, FP32_MODEL, SERVED_MODEL, REPORT, calibration, split_images("val"))
-    track(report, cfg)
+    data = {"images_zip": args.images_zip, "split_csv": args.split_csv}
+    calibration = [image.data for image in split_images("train", cfg.calibration_images, **data)] if cfg.enabled else []
+    report = run(cfg, args.fp32_model, args.served_model, args.report, calibration, split_images("val", **data))
+    track(report, cfg, args.report)
     guard_report = report.get("guard")
     if isinstance(guard_report, dict) and not guard_report["passed"]:
         log.error(
@@ -197,11 +210,11 @@ def main() -> None:
             100 * guard_report["min_agreement"],
             100 * guard_report["accuracy_drop"],
             100 * guard_report["max_accuracy_drop"],
-            SERVED_MODEL,
+            args.served_model,
         )
         sys.exit(1)
-    log.info("serving %s (%s, %d bytes)", SERVED_MODEL, report["served"], report["bytes"])
+    log.info("serving %s (%s, %d bytes)", args.served_model, report["served"], report["bytes"])
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -1,4 +1,6 @@
-"""Train the net `model.arch` names from the prepared uint8 caches. `python -m training.train`
+"""Train the net `model.arch` names from the prepared uint8 caches.
+
+    python -m training.train PREPARED DATA_REPORT BEST_MODEL METRICS HISTORY   (dvc.yaml passes the paths)
 
 One readable loop: uint8 batches on the device -> batched augmentation and the
 service's normalisation there -> model,
@@ -10,7 +12,7 @@ present; the same code runs on the CPU. On a GPU the uint8 caches live in its
 memory when they fit (training/batches.py), and the loop never waits on the
 device between steps, so the host queues step k+1 while the GPU runs step k.
 
-Data-parallel: `torchrun --nproc-per-node=N -m training.train`, or set
+Data-parallel: `torchrun --nproc-per-node=N -m training.train PATHS...`, or set
 `train.processes: N` and this module launches torchrun itself. Each process
 takes batch_size / N images of every global batch (training/distributed.py);
 rank 0 alone writes files and the MLflow run.
@@ -18,13 +20,14 @@ rank 0 alone writes files and the MLflow run.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +44,9 @@ from training import batches, distributed, efficientnet_lite
 from training.atomic import atomic_path
 from training.augment import augment
 from training.average import WeightAverage
+from training.cli import run_stage, stage_parser
 from training.distributed import ONE_PROCESS, World
+from training.errors import MissingInputError, ParamsError
 from training.model import build_model, model_from_checkpoint, parameter_groups, pretrained_parameters
 from training.params import Params, TrainParams, load_params
 from training.prepare import load_split
@@ -56,7 +61,7 @@ log = logging.getLogger("training.train")
 
 def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible; set train.device: auto")
+        raise ParamsError("train.device is 'cuda' but no CUDA device is visible; set train.device: auto")
     if requested == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank)
@@ -98,7 +103,7 @@ def check_normalisation(params: Params) -> None:
     if params.model.arch == "efficientnet_lite0" and params.model.pretrained:
         expected = (efficientnet_lite.MEAN, efficientnet_lite.STD)
         if not np.allclose((spec.mean, spec.std), expected, atol=1e-4):
-            raise ValueError(
+            raise ParamsError(
                 f"preprocess mean/std {spec.mean}/{spec.std} do not match the EfficientNet-Lite0 ImageNet weights; "
                 f"set preprocess.mean to {[round(v, 6) for v in expected[0]]} "
                 f"and preprocess.std to {[round(v, 6) for v in expected[1]]}"
@@ -131,15 +136,28 @@ def save_checkpoint(state: dict[str, object], path: Path) -> None:
         torch.save(state, tmp)
 
 
+def arguments() -> argparse.ArgumentParser:
+    parser = stage_parser("training.train", __doc__)
+    parser.add_argument("prepared", type=Path, help="the uint8 caches prepare wrote")
+    parser.add_argument("data_report", type=Path, help="ingest's report, for the data_version")
+    parser.add_argument("best_model", type=Path, help="weights-only checkpoint to write; resume state goes beside it")
+    parser.add_argument("metrics", type=Path, help="JSON summary to write")
+    parser.add_argument("history", type=Path, help="CSV to write: one row per epoch")
+    return parser
+
+
 @record
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    args = arguments().parse_args(argv)
+    paths = TrainPaths(args.prepared, args.data_report, args.best_model, args.metrics, args.history)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
     cfg = params.train
     check_normalisation(params)
     world = distributed.current_world()
     if cfg.processes > 1 and not world.distributed:
-        sys.exit(distributed.launch(cfg.processes))
+        args = sys.argv[1:] if argv is None else argv
+        sys.exit(distributed.launch(cfg.processes, "training.train", args, paths.checkpoint))
     device = pick_device(cfg.device, world.local_rank)
     if device.type == "cpu":
         # Processes on one machine share its cores.
@@ -148,7 +166,7 @@ def main() -> None:
         torch.cuda.set_device(device)
     distributed.start(world, device, cfg.collective_timeout_s)
     try:
-        fit(params, world, device, TrainPaths())
+        fit(params, world, device, paths)
     finally:
         distributed.stop(world)
 
@@ -157,11 +175,11 @@ def main() -> None:
 class TrainPaths:
     """Where the stage reads and writes; the resume checkpoint lives beside the best model."""
 
-    prepared: Path = Path("data/prepared")
-    data_report: Path = Path("reports/data.json")
-    best_model: Path = Path("models/best_model.pth")
-    metrics: Path = Path("reports/train.json")
-    history: Path = Path("reports/train_history.csv")
+    prepared: Path
+    data_report: Path
+    best_model: Path
+    metrics: Path
+    history: Path
 
     @property
     def checkpoint(self) -> Path:
@@ -233,6 +251,8 @@ def load_data(cfg: TrainParams, paths: TrainPaths, device: torch.device) -> Trai
     val_x, val_y = load_split(paths.prepared, "val")
     if cfg.max_train_images is not None:
         train_x, train_y = train_x[: cfg.max_train_images], train_y[: cfg.max_train_images]
+    if not paths.data_report.is_file():
+        raise MissingInputError(f"{paths.data_report} is missing; run `python -m training.ingest` first")
     version = json.loads(paths.data_report.read_text())["data_version"]
     train = batches.place(torch.from_numpy(np.array(train_x)), torch.from_numpy(np.array(train_y)), device)
     val = batches.place(torch.from_numpy(np.array(val_x)), torch.from_numpy(np.array(val_y)), device)
@@ -502,4 +522,4 @@ def log_outputs(
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -20,6 +20,7 @@ from export import quantize
 from service.metadata import ModelMetadata
 from service.model import SessionTuning, load_model
 from tests.shared_data import MINI_ZIP
+from tests.stages import stage_command
 from training.dataset import split_images
 from training.params import load_params
 
@@ -57,10 +58,10 @@ def _copy_from(pipeline: Path, dest: Path, *names: str) -> None:
         shutil.copy2(pipeline / name, dest / name)
 
 
-def _run_stage(module: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """A stage's own entry point as the pipeline runs it; the caller checks the exit status."""
+def _run_stage(stage: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A stage's own command as the pipeline runs it; the caller checks the exit status."""
     return subprocess.run(
-        [sys.executable, "-m", module],
+        stage_command(stage),
         cwd=cwd,
         env=_env() | {"PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -153,7 +154,7 @@ def test_failed_parity_gate_exits_non_zero_and_keeps_the_previous_model(pipeline
     _set_params(tmp_path / "params.yaml", {"export": {"parity_atol": 1e-12}})
     previous = tmp_path / "models" / "model_fp32.onnx"
     previous.write_bytes(b"the model that was exported before")
-    result = _run_stage("export.export", tmp_path)
+    result = _run_stage("export", tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "parity gate FAILED: 0 class mismatches" in result.stderr
     assert previous.read_bytes() == b"the model that was exported before"
@@ -252,7 +253,7 @@ def test_failed_quantize_guard_exits_non_zero_and_names_the_fix(pipeline: Path, 
     _copy_from(pipeline, tmp_path, "params.yaml", "models/model_fp32.onnx", "data/clean/images.zip", "data/split.csv")
     # No int8 file can agree with fp32 on more than 100% of images.
     _set_params(tmp_path / "params.yaml", {"quantize": {"min_agreement": 1.01}})
-    result = _run_stage("export.quantize", tmp_path)
+    result = _run_stage("quantize", tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "quantize guard FAILED" in result.stderr and "quantize.enabled: false" in result.stderr
     served = (tmp_path / "models/model.onnx").read_bytes()
