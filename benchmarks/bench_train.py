@@ -268,7 +268,11 @@ def main() -> None:
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
-        print("| " + " | ".join(f"{row[c]:.0f}" if c != "batch" else str(row[c]) for c in columns) + " |")
+        print("| " + " | ".join(_figure(row[c]) if c != "batch" else str(row[c]) for c in columns) + " |")
+
+
+def _figure(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
 
 if __name__ == "__main__":
