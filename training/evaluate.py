@@ -90,7 +90,7 @@ def track(report: dict, headline_figures: dict, model: Path, params: Params) -> 
         registered = tracker.register(uri, registry) if uri else None
         if registered is None:
             return None
-        failures = release_failures(report, model.stat().st_size, params.release)
+        failures = release_failures(report, model.stat().st_size, headline_figures["format"], params.release)
         bar = "; ".join(failures) or "passed"
         tracker.tag_version(registry, registered, {"model_version": report["model_version"], "release_bar": bar})
         if failures:
