@@ -25,7 +25,7 @@ from service.preprocessing import PreprocessSpec
 from training.dataset import split_images
 from training.model import WithSoftmax, model_from_checkpoint
 from training.params import ExportParams, load_params
-from training.tracking import reopened_run, train_run_id
+from training.tracking import failure_marks_run, reopened_run, train_run_id
 
 BEST_MODEL = Path("models/best_model.pth")
 ONNX_MODEL = Path("models/model_fp32.onnx")  # the quantize stage turns it into the served models/model.onnx
@@ -148,4 +148,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with failure_marks_run("export"):
+        main()

@@ -38,7 +38,7 @@ from service.model import OnnxModel, SessionTuning, load_model
 from service.preprocessing import PreprocessSpec, preprocess
 from training.dataset import LabelledImage, split_images
 from training.params import QuantizeParams, load_params
-from training.tracking import reopened_run, train_run_id
+from training.tracking import failure_marks_run, reopened_run, train_run_id
 
 FP32_MODEL = Path("models/model_fp32.onnx")
 SERVED_MODEL = Path("models/model.onnx")
@@ -272,4 +272,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with failure_marks_run("quantize"):
+        main()

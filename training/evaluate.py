@@ -27,7 +27,7 @@ from training.dataset import split_images
 from training.metrics import classification_report, roc_curve
 from training.params import Params, load_params
 from training.release import MIB, release_failures
-from training.tracking import reopened_run, train_run_id
+from training.tracking import failure_marks_run, reopened_run, train_run_id
 
 ONNX_MODEL = Path("models/model.onnx")
 METRICS = Path("models/metrics.json")  # the one DVC metrics file: headline figures
@@ -153,4 +153,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with failure_marks_run("evaluate"):
+        main()
