@@ -87,3 +87,13 @@ def test_dvc_plots_show_renders_exactly_the_four_intended_plots_without_a_cdn(re
 
 def test_plots_template_holds_the_pinned_vega_bundle() -> None:
     assert TEMPLATE.read_text(encoding="utf8") == render(), "run `python scripts/plots_template.py`"
+
+
+def test_confusion_matrix_shows_each_actual_class_as_shares_on_one_scale_per_revision(repo: Path) -> None:
+    """`dvc plots diff` of a 100-photo experiment beside the 2,000-photo model: shares, not counts, on 0-1."""
+    spec = json.loads(_dvc(repo, "plots", "show", "--json"))["data"]["Confusion matrix"][0]["content"]
+    assert spec["facet"]["column"]["field"] == "rev"  # one matrix per revision
+    assert spec["spec"]["encoding"]["y"]["field"] == "actual"
+    (share,) = [t for t in spec["spec"]["transform"] if t.get("as") == "percent_of_y"]
+    assert share["calculate"] == "datum.xy_count / datum.sum_y"  # a row, one actual class, sums to 1
+    assert spec["spec"]["layer"][0]["encoding"]["color"]["scale"] == {"domain": [0, 1]}
