@@ -149,7 +149,8 @@ def test_payload_over_the_limit_closes_the_connection_and_names_the_setting(mode
     assert error(response) == (
         413,
         "payload_too_large",
-        "the request body exceeds the 1000-byte limit; send a smaller image (or raise MAX_UPLOAD_BYTES on the server)",
+        "the request body exceeds the limit of 1000 bytes; "
+        "send a smaller image (or raise MAX_UPLOAD_BYTES on the server)",
     )
     assert response.headers["connection"] == "close"
 

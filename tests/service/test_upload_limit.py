@@ -14,7 +14,9 @@ from tests.service.conftest import image_bytes, make_settings
 from tests.service.test_config_and_limits import _run_limited
 from tests.service.test_observability import samples
 
-DETAIL = "the request body exceeds the 1000-byte limit; send a smaller image (or raise MAX_UPLOAD_BYTES on the server)"
+DETAIL = (
+    "the request body exceeds the limit of 1000 bytes; send a smaller image (or raise MAX_UPLOAD_BYTES on the server)"
+)
 
 
 def test_a_declared_length_equal_to_the_limit_is_read() -> None:
