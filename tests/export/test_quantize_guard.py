@@ -6,15 +6,18 @@ to the committed params.yaml bars (99.5% agreement, 0.2 points of accuracy, 3 to
 
 from __future__ import annotations
 
+import json
 import logging
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 
-from export.quantize import GuardReport, judge, verdict
+from export.quantize import GuardReport, judge, track, verdict
 from training.params import load_params
+from training.tracking import local_tracking_uri, tracked_run
 
 REPO = Path(__file__).resolve().parents[2]
 BARS = load_params(REPO / "params.yaml").quantize
@@ -100,3 +103,20 @@ def test_the_report_records_the_counts_and_the_bars_in_photos() -> None:
     assert figures["disagreements"] == 3 and figures["allowed_disagreements"] == 3
     assert figures["agreement"] == 0.97 and figures["photos_lost"] == 1 and figures["allowed_photos_lost"] == 3
     assert figures["passed"] is True
+
+
+def test_a_refusal_is_tagged_on_the_models_mlflow_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with tracked_run("story", "train-abc123") as tracker:
+        run_id = tracker.run_id
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/train.json").write_text(json.dumps({"mlflow_run_id": run_id}))
+    refused = _verdict(100, to_wrong=5)
+    report = {"enabled": True, "guard": refused.as_dict(), "served": "fp32", "refusal": refused.refusal()}
+    report_path = tmp_path / "reports/quantize.json"
+    report_path.write_text(json.dumps(report))
+    track(report, BARS, report_path)
+    run = MlflowClient(local_tracking_uri()).get_run(run_id)
+    assert run.data.tags["served_format"] == "fp32" and run.data.tags["quantize_guard"] == "refused"
+    assert run.data.tags["quantize_refusal"] == refused.refusal() and run.data.metrics["quantize_passed"] == 0
