@@ -134,17 +134,24 @@ def test_logging_the_torch_model_from_a_one_image_example_prints_no_export_warni
     assert "specialized" not in capfd.readouterr().err
 
 
-def _store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
-    """A fresh local SQLite store in tmp_path, as a stage run there would use."""
-    monkeypatch.chdir(tmp_path)
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One local SQLite store for the run-story tests below (creating one costs seconds); each test has its runs."""
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture
+def store(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
+    """Stages run in `store_dir`, outside any DVC experiment, logging to its local store."""
+    monkeypatch.chdir(store_dir)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    for variable in (DVC_EXP_NAME, DVC_EXP_BASELINE_REV):
+    for variable in (DVC_EXP_NAME, DVC_EXP_BASELINE_REV, "DVC_ROOT"):
         monkeypatch.delenv(variable, raising=False)
     return MlflowClient(local_tracking_uri())
 
 
 def _trained(report: Path) -> str:
-    """What train does: a finished run whose id reports/train.json records."""
+    """What train does: a finished run whose id `report` (reports/train.json) records."""
     with tracked_run("story", "train-abc123") as tracker:
         run_id = tracker.run_id
     assert run_id
@@ -154,86 +161,80 @@ def _trained(report: Path) -> str:
 
 
 def test_a_run_under_dvc_exp_run_is_named_and_tagged_after_the_experiment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = _store(tmp_path, monkeypatch)
     monkeypatch.setenv(DVC_EXP_NAME, "dotal-moot")  # what `dvc exp run` sets (dvc/env.py)
     monkeypatch.setenv(DVC_EXP_BASELINE_REV, "9682628" + "0" * 33)
-    run = client.get_run(_trained(tmp_path / "reports/train.json"))
+    run = store.get_run(_trained(tmp_path / "reports/train.json"))
     assert re.fullmatch(r"dotal-moot-\d{8}-\d{6}", run.info.run_name), run.info.run_name
     assert run.data.tags["dvc_experiment"] == "dotal-moot"
     assert run.data.tags["dvc_baseline_rev"].startswith("9682628")
 
 
 def test_a_rerun_never_shares_its_name_and_a_workspace_run_has_no_experiment_tag(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = _store(tmp_path, monkeypatch)
     clock = iter([time.gmtime(1_800_000_000), time.gmtime(1_800_000_042)])
     monkeypatch.setattr(tracking.time, "gmtime", lambda: next(clock))
-    first, second = (client.get_run(_trained(tmp_path / "reports/train.json")) for _ in range(2))
+    first, second = (store.get_run(_trained(tmp_path / "reports/train.json")) for _ in range(2))
     names = (first.info.run_name, second.info.run_name)
     assert names == ("train-abc123-20270115-080000", "train-abc123-20270115-080042")
     assert "dvc_experiment" not in first.data.tags
 
 
 def test_a_stage_that_exits_non_zero_marks_the_models_run_failed_until_it_succeeds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: MlflowClient, tmp_path: Path
 ) -> None:
-    client = _store(tmp_path, monkeypatch)
     report = tmp_path / "reports/train.json"
     run_id = _trained(report)
-    assert client.get_run(run_id).info.status == "FINISHED"
+    assert store.get_run(run_id).info.status == "FINISHED"
     with pytest.raises(SystemExit), failure_marks_run("export", report):
         sys.exit(1)
-    run = client.get_run(run_id)
+    run = store.get_run(run_id)
     assert (run.info.status, run.data.tags["failed_stage"]) == ("FAILED", "export")
     with reopened_run(run_id, "export"):  # the stage, fixed and run again
         pass
-    run = client.get_run(run_id)
+    run = store.get_run(run_id)
     assert run.info.status == "FINISHED" and "failed_stage" not in run.data.tags
 
 
 @pytest.mark.parametrize(("error", "status"), [(ValueError("bad input"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
 def test_a_stage_that_raises_marks_the_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException, status: str
+    store: MlflowClient, tmp_path: Path, error: BaseException, status: str
 ) -> None:
-    client = _store(tmp_path, monkeypatch)
     report = tmp_path / "reports/train.json"
     run_id = _trained(report)
     with pytest.raises(type(error)), failure_marks_run("evaluate", report):
         raise error
-    assert client.get_run(run_id).info.status == status
+    assert store.get_run(run_id).info.status == status
 
 
-def test_a_stage_that_exits_zero_leaves_the_run_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    client = _store(tmp_path, monkeypatch)
+def test_a_stage_that_exits_zero_leaves_the_run_finished(store: MlflowClient, tmp_path: Path) -> None:
     report = tmp_path / "reports/train.json"
     run_id = _trained(report)
     with pytest.raises(SystemExit), failure_marks_run("quantize", report):
         sys.exit(0)
-    assert client.get_run(run_id).info.status == "FINISHED"
+    assert store.get_run(run_id).info.status == "FINISHED"
 
 
-def test_train_that_raises_ends_its_own_run_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    client = _store(tmp_path, monkeypatch)
+def test_train_that_raises_ends_its_own_run_failed(store: MlflowClient) -> None:
     with pytest.raises(RuntimeError), tracked_run("story", "train-abc123") as tracker:
         run_id = tracker.run_id
         raise RuntimeError("out of memory")
-    assert client.get_run(run_id).info.status == "FAILED"
+    assert store.get_run(run_id).info.status == "FAILED"
 
 
 def test_the_evaluate_stage_failing_as_a_process_marks_the_run_failed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: MlflowClient, store_dir: Path, tmp_path: Path
 ) -> None:
     """`python -m training.evaluate` as dvc runs it, with no model to score: the `__main__` wiring."""
-    client = _store(tmp_path, monkeypatch)
     run_id = _trained(tmp_path / "reports/train.json")
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONPATH": str(REPO)}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env |= {"PYTHONPATH": str(REPO), "DVC_ROOT": str(store_dir)}  # as under dvc: the project's store
     result = subprocess.run(
         [sys.executable, "-m", "training.evaluate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode != 0
-    run = client.get_run(run_id)
+    run = store.get_run(run_id)
     assert (run.info.status, run.data.tags["failed_stage"]) == ("FAILED", "evaluate"), result.stderr[-2000:]
