@@ -9,7 +9,8 @@ One model, one run: train opens it and records its id in reports/train.json;
 export, quantize and evaluate reopen it (`reopened_run`) to add their reports,
 the ONNX file and its registry version. A stage that fails marks the run FAILED
 (`failure_marks_run`). Under `dvc exp run` the run is named and tagged after the
-DVC experiment (DVC_EXP_NAME), so `dvc exp show` and MLflow name the same thing.
+DVC experiment (DVC_EXP_NAME), so `dvc exp show` and MLflow name the same thing, and
+an experiment that did not retrain never writes into another model's run.
 """
 
 from __future__ import annotations
@@ -274,6 +275,18 @@ def train_run_id(report: Path = TRAIN_REPORT) -> str | None:
         return None
 
 
+def other_owner(mlflow: Any, run_id: str) -> str | None:
+    """Under `dvc exp run`, who else a run belongs to: an experiment that changes only export or later
+    params reuses its baseline's model and reports/train.json, and must not rewrite that run's story."""
+    current = os.environ.get(DVC_EXP_NAME)
+    if not current:
+        return None
+    owner = mlflow.get_run(run_id).data.tags.get("dvc_experiment")
+    if owner == current:
+        return None
+    return f"experiment {owner}" if owner else "the workspace's pipeline"
+
+
 @contextmanager
 def reopened_run(run_id: str | None, stage: str) -> Iterator[Tracker]:
     """The model's training run, reopened so that `stage` logs into the same story."""
@@ -283,7 +296,9 @@ def reopened_run(run_id: str | None, stage: str) -> Iterator[Tracker]:
         return
     try:
         mlflow = _connect()
-        mlflow.start_run(run_id=run_id)
+        owner = other_owner(mlflow, run_id)
+        if owner is None:
+            mlflow.start_run(run_id=run_id)
     except Exception as exc:  # noqa: BLE001 - a broken store must not fail the stage
         log.warning(
             "MLflow run %s from %s cannot be reopened (%s); %s is not tracked. "
@@ -291,6 +306,17 @@ def reopened_run(run_id: str | None, stage: str) -> Iterator[Tracker]:
             run_id,
             TRAIN_REPORT,
             exc,
+            stage,
+        )
+        yield Tracker(None)
+        return
+    if owner is not None:
+        log.warning(
+            "train did not run in DVC experiment %s: its model's MLflow run %s belongs to %s, so %s logs "
+            "nothing there (the experiment's own reports hold its figures)",
+            os.environ.get(DVC_EXP_NAME),
+            run_id,
+            owner,
             stage,
         )
         yield Tracker(None)
@@ -318,7 +344,10 @@ def _mark(run_id: str | None, stage: str, status: str) -> None:
     if not run_id:
         return
     try:
-        client = _connect().MlflowClient()
+        mlflow = _connect()
+        if other_owner(mlflow, run_id) is not None:
+            return  # another experiment's model: this one failing says nothing about it
+        client = mlflow.MlflowClient()
         client.set_tag(run_id, FAILED_STAGE_TAG, stage)
         client.set_terminated(run_id, status=status)
         log.warning("MLflow run %s marked %s: %s failed", run_id, status, stage)

@@ -238,3 +238,32 @@ def test_the_evaluate_stage_failing_as_a_process_marks_the_run_failed(
     assert result.returncode != 0
     run = store.get_run(run_id)
     assert (run.info.status, run.data.tags["failed_stage"]) == ("FAILED", "evaluate"), result.stderr[-2000:]
+
+
+def test_an_experiment_that_did_not_retrain_leaves_its_baselines_run_alone(
+    store: MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`dvc exp run -S quantize.calibration_images=512` reruns quantize and evaluate on the baseline's model."""
+    report = tmp_path / "reports/train.json"
+    baseline = _trained(report)  # the workspace's model, trained by a plain `dvc repro`
+    monkeypatch.setenv(DVC_EXP_NAME, "calib-512")
+    with reopened_run(baseline, "evaluate") as tracker:
+        tracker.log_metrics({"test_accuracy": 0.5})
+        assert tracker.run_id is None
+    with pytest.raises(SystemExit), failure_marks_run("evaluate", report):
+        sys.exit(1)
+    run = store.get_run(baseline)
+    assert run.info.status == "FINISHED" and "test_accuracy" not in run.data.metrics
+    assert "failed_stage" not in run.data.tags
+    assert "train did not run in DVC experiment calib-512" in caplog.text
+    assert "belongs to the workspace's pipeline" in caplog.text
+
+
+def test_a_stage_in_the_experiment_that_trained_the_model_logs_into_its_run(
+    store: MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DVC_EXP_NAME, "mini")
+    run_id = _trained(tmp_path / "reports/train.json")
+    with reopened_run(run_id, "evaluate") as tracker:
+        tracker.log_metrics({"test_accuracy": 0.88})
+    assert store.get_run(run_id).data.metrics["test_accuracy"] == 0.88
