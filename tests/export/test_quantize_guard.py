@@ -105,6 +105,7 @@ def test_the_report_records_the_counts_and_the_bars_in_photos() -> None:
     assert figures["passed"] is True
 
 
+@pytest.mark.slow
 def test_a_refusal_is_tagged_on_the_models_mlflow_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

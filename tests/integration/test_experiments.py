@@ -27,11 +27,12 @@ import onnx
 import pytest
 
 from service.metadata import ModelMetadata
-from tests.integration.test_pipeline import copy_working_tree
-from tests.service_process import free_port, http_status
-from tests.shared_data import MINI_ZIP, SHARED_DATA
+from tests.helpers.commands import copy_working_tree, run_checked
+from tests.helpers.network import free_port, wait_for_200
+from tests.helpers.paths import MINI_ZIP, REPO, SHARED_DATA
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
 README = (REPO / "README.md").read_text()
 PIPELINE_DOC = (REPO / "docs" / "pipeline.md").read_text()
 EXPERIMENT = "mini"  # the quickstart's `-n`
@@ -42,13 +43,8 @@ IDENTITY = {f"GIT_{who}_{what}": "t" for who in ("AUTHOR", "COMMITTER") for what
 
 
 def _run(args: list[str], cwd: Path, **extra_env: str) -> str:
-    env = os.environ | IDENTITY | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env |= extra_env
-    env.pop("MLFLOW_TRACKING_URI", None)
     # Generous: on two shared cores every dvc call pays seconds of start-up, the pipeline minutes.
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result.stdout + result.stderr
+    return run_checked(args, cwd, timeout=1800, **IDENTITY, **extra_env)
 
 
 def _dvc(*args: str, cwd: Path) -> str:
@@ -194,18 +190,17 @@ def test_quickstart_compares_the_experiment_with_metrics_diff_and_make_exps(
 
 
 @pytest.fixture
-def served(clone: Path) -> Iterator[int]:
+def served(clone: Path, tmp_path: Path) -> Iterator[int]:
     """The README's `make serve`, on the free port its PORT note offers; yields the port."""
     port = free_port()
     outer = {"MODEL_PATH", "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES"}
     env = {k: v for k, v in os.environ.items() if k not in outer} | {"PORT": str(port)}
     assert readme_command("make serve") == "make serve" and "PORT=9000 make serve" in README
-    proc = subprocess.Popen(["make", "serve"], cwd=clone, env=env, start_new_session=True)
+    log = tmp_path / "make-serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(["make", "serve"], cwd=clone, env=env, stdout=out, stderr=out, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while http_status(f"http://127.0.0.1:{port}/ready") != 200:
-            assert proc.poll() is None and time.monotonic() < deadline, "make serve did not become ready"
-            time.sleep(0.2)
+        wait_for_200(f"http://127.0.0.1:{port}/ready", proc, log, within_s=60, poll_s=0.2)
         yield port
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import time
 import zipfile
 from pathlib import Path
 
-from tests.ops.conftest import ROOT
+import pytest
+
+from tests.helpers.network import free_port
+from tests.helpers.paths import REPO
 
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
@@ -24,7 +26,7 @@ def dry_run_setup(venv: Path, *variables: str) -> subprocess.CompletedProcess[st
     env = {k: v for k, v in os.environ.items() if k not in {"TORCH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
     return subprocess.run(
         ["make", "-n", "-B", "setup", f"VENV={venv}", *variables],
-        cwd=ROOT,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
@@ -63,16 +65,10 @@ def test_unknown_torch_build_stops_make_naming_the_choices(tmp_path: Path) -> No
 
 
 def test_make_setup_and_dockerfile_train_use_the_same_cpu_index() -> None:
-    makefile = (ROOT / "Makefile").read_text()
-    dockerfile = (ROOT / "Dockerfile.train").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    dockerfile = (REPO / "Dockerfile.train").read_text()
     assert re.search(rf"^TORCH_CPU_INDEX_URL := {re.escape(CPU_INDEX)}$", makefile, flags=re.M)
     assert re.search(rf"^ARG TORCH_INDEX_URL={re.escape(CPU_INDEX)}$", dockerfile, flags=re.M)
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _cuda_wheel(folder: Path, name: str, version: str) -> None:
@@ -95,11 +91,11 @@ def real_setup_cpu(venv: Path, **pip_env: str) -> tuple[subprocess.CompletedProc
     """`make setup TORCH=cpu` for real, the CPU index on a closed port; returns the run and its seconds."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k not in {"TORCH", "MAKEFLAGS"}}
     env |= {"PIP_CONFIG_FILE": os.devnull} | pip_env  # this box's own indexes must not answer either
-    index = f"http://127.0.0.1:{_closed_port()}/simple"
+    index = f"http://127.0.0.1:{free_port()}/simple"  # nothing listens there
     started = time.perf_counter()
     proc = subprocess.run(
         ["make", "setup", f"VENV={venv}", "TORCH=cpu", f"TORCH_CPU_INDEX_URL={index}"],
-        cwd=ROOT,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
@@ -108,6 +104,7 @@ def real_setup_cpu(venv: Path, **pip_env: str) -> tuple[subprocess.CompletedProc
     return proc, time.perf_counter() - started
 
 
+@pytest.mark.slow
 def test_setup_torch_cpu_with_its_index_unreachable_stops_in_seconds_with_its_own_message(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     proc, seconds = real_setup_cpu(venv)
@@ -118,10 +115,11 @@ def test_setup_torch_cpu_with_its_index_unreachable_stops_in_seconds_with_its_ow
     assert seconds < 120, seconds  # a venv (ensurepip) and one refused connection; pip's retries took 90 s
 
 
+@pytest.mark.slow
 def test_setup_torch_cpu_that_gets_a_cuda_build_elsewhere_stops_with_the_same_message(tmp_path: Path) -> None:
     wheels = tmp_path / "other-index"
     pins = dict(
-        line.split("==") for line in (ROOT / "requirements/train.txt").read_text().splitlines()
+        line.split("==") for line in (REPO / "requirements/train.txt").read_text().splitlines()
         if re.match(r"^(torch|torchvision)==", line)
     )
     for name, version in pins.items():

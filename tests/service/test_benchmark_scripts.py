@@ -8,7 +8,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.service.conftest import REPO
+import pytest
+
+from tests.helpers.paths import REPO
 
 SERVICE_ROWS = (
     "ready after start (s)",
@@ -52,6 +54,7 @@ def test_model_benchmark_times_the_bundled_model_and_labels_the_samples() -> Non
     assert "cat->cat" in row and "dog->dog" in row, result.stdout
 
 
+@pytest.mark.slow
 def test_soak_reports_statuses_goodput_latency_and_memory_per_window() -> None:
     result = subprocess.run(
         [sys.executable, "benchmarks/soak.py", "--seconds", "4", "--clients", "4", "--window", "2"],

@@ -17,9 +17,8 @@ from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from tests.shared_data import FULL_ZIP
+from tests.helpers.paths import FULL_ZIP, REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "deploy" / "samples"
 PREDICTIONS = REPO / "reports" / "eval" / "predictions.csv"  # evaluate's per-image record of the test split
 METRICS = REPO / "models" / "metrics.json"  # evaluate's headline figures, served as GET /model's evaluation
@@ -164,6 +163,7 @@ def floor(bar: float, sample: int, population: int) -> float:
     return bar - STANDARD_ERRORS * error
 
 
+@pytest.mark.slow
 def test_bundled_model_meets_the_release_bar_on_test_photos_it_serves(
     recorded_split: list[dict[str, str]],
     held_out: list[HeldOutPhoto],
@@ -180,6 +180,7 @@ def test_bundled_model_meets_the_release_bar_on_test_photos_it_serves(
         assert class_accuracy >= floor(RELEASE_BAR.class_accuracy, len(mine), total), (label, class_accuracy)
 
 
+@pytest.mark.slow
 def test_committed_test_predictions_are_the_served_models_and_meet_the_bar(
     bundled: TestClient,
     recorded_split: list[dict[str, str]],

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from service.config import DEFAULT_MODEL_PATH, ConfigError, Settings
-from service.limits import UploadLimitMiddleware
 from service.preprocessing import DEFAULT_MAX_PIXELS
+from tests.helpers.service_app import run_limited
 
 
 def test_defaults_serve_the_bundled_model_on_localhost() -> None:
@@ -81,42 +81,11 @@ def test_invalid_values_name_the_variable_and_the_fix(name: str, value: str) -> 
     assert any(word in str(info.value) for word in ("set", "use", "must"))
 
 
-async def _run_limited(chunks: list[bytes], limit: int, headers: list[tuple[bytes, bytes]]) -> tuple[list, int]:  # type: ignore[type-arg]
-    """Drive the middleware with a streaming body; the app reads until the body ends."""
-    from service.limits import PayloadTooLarge
-
-    pulled = 0
-    sent: list = []  # type: ignore[type-arg]
-
-    async def receive():  # type: ignore[no-untyped-def]
-        nonlocal pulled
-        pulled += 1
-        body = chunks[pulled - 1]
-        return {"type": "http.request", "body": body, "more_body": pulled < len(chunks)}
-
-    async def send(message):  # type: ignore[no-untyped-def]
-        sent.append(message)
-
-    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
-        more = True
-        while more:
-            message = await receive()
-            more = message.get("more_body", False)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-
-    scope = {"type": "http", "headers": headers, "method": "POST"}
-    try:
-        await UploadLimitMiddleware(app, limit)(scope, receive, send)
-    except PayloadTooLarge:
-        sent.append("raised 413")
-    return sent, pulled
-
-
 def test_streamed_body_over_the_limit_stops_reading_at_the_limit() -> None:
     import anyio
 
     chunks = [b"x" * 1000] * 100  # 100 KB, chunked: no Content-Length
-    sent, pulled = anyio.run(_run_limited, chunks, 5_000, [])
+    sent, pulled = anyio.run(run_limited, chunks, 5_000, [])
     assert sent == ["raised 413"]
     assert pulled == 6  # stopped at the first chunk past 5 000 bytes, never read the rest
 
@@ -124,7 +93,7 @@ def test_streamed_body_over_the_limit_stops_reading_at_the_limit() -> None:
 def test_declared_content_length_over_the_limit_is_refused_unread() -> None:
     import anyio
 
-    sent, pulled = anyio.run(_run_limited, [b"x" * 10], 5, [(b"content-length", b"10")])
+    sent, pulled = anyio.run(run_limited, [b"x" * 10], 5, [(b"content-length", b"10")])
     assert pulled == 0
     assert sent[0]["status"] == 413
 
@@ -132,7 +101,7 @@ def test_declared_content_length_over_the_limit_is_refused_unread() -> None:
 def test_body_within_the_limit_passes() -> None:
     import anyio
 
-    sent, pulled = anyio.run(_run_limited, [b"x" * 100] * 3, 300, [])
+    sent, pulled = anyio.run(run_limited, [b"x" * 100] * 3, 300, [])
     assert sent[0]["status"] == 200 and pulled == 3
 
 

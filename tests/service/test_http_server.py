@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import BLUE, RED, build_model, image_bytes
-from tests.service.test_bad_input import png_header_bomb
-from tests.service_process import ServiceProcess, start_service, stop_service
+from tests.helpers.images import BLUE, RED, image_bytes, png_header_bomb
+from tests.helpers.onnx_models import build_model
+from tests.helpers.prometheus import metric
+from tests.helpers.service_process import ServiceProcess, start_service, stop_service
 
 
 def slow_batch(count: int) -> list[tuple[str, tuple[str, bytes]]]:
@@ -34,13 +35,6 @@ def read_response(sock: socket.socket) -> str:
     except ConnectionResetError:
         pass
     return data.decode(errors="replace")
-
-
-def metric(server: ServiceProcess, name: str) -> float:
-    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not exported")
 
 
 def test_predict_over_real_http_and_json_log_line(server: ServiceProcess) -> None:

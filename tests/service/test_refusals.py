@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from service.app import create_app
 from service.limits import PayloadTooLarge, readable_size
 from service.logs import JsonFormatter
-from tests.service.conftest import make_settings
+from tests.helpers.service_app import make_settings
 
 MIB = 1024 * 1024
 

@@ -18,9 +18,9 @@ import pytest
 
 from service.config import ConfigError
 from service.connections import OWN_FDS, ensure_fd_budget
-from tests.service.conftest import RED, image_bytes
-from tests.service.test_http_server import metric
-from tests.service_process import REPO, start_service, stop_service
+from tests.helpers.images import RED, image_bytes
+from tests.helpers.prometheus import metric
+from tests.helpers.service_process import REPO, start_service, stop_service
 
 CAT = (REPO / "deploy" / "samples" / "cat.jpg").read_bytes()
 HALF_HEAD = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty"
@@ -81,6 +81,7 @@ def wait_for_open_connections(sock: socket.socket, expected: int) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_500_half_sent_heads_are_closed_in_time_while_health_and_predict_answer(tmp_path: Path) -> None:
     timeout = 3
     svc = start_service(REPO / "models" / "model.onnx", tmp_path, READ_TIMEOUT_S=str(timeout))

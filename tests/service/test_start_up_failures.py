@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from service.listen import bind, bind_failure
-from tests.service_process import REPO, free_port, start_service, stop_service
+from tests.helpers.network import free_port
+from tests.helpers.service_process import REPO, start_service, stop_service
 
 
 def run_service(

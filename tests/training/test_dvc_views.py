@@ -6,9 +6,7 @@ The commands read the committed reports, as they do in a fresh clone; no stage r
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from scripts.plots_template import TEMPLATE, render
+from tests.helpers.commands import copy_working_tree, venv_env
 
-REPO = Path(__file__).resolve().parents[2]
 WIDTH = 120
 INTENDED_PLOTS = ["Accuracy", "Confusion_matrix", "Loss", "ROC"]  # dvc.yaml's top-level plots
 
@@ -29,9 +27,13 @@ def _git(args: list[str], cwd: Path) -> str:
 
 
 def _dvc(repo: Path, *args: str) -> str:
-    env = os.environ | {"COLUMNS": str(WIDTH), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "dvc", *args],
+        cwd=repo,
+        env=venv_env(COLUMNS=str(WIDTH)),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
@@ -41,10 +43,7 @@ def _dvc(repo: Path, *args: str) -> str:
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The files a clone would have, committed to a fresh git repo (`dvc exp show` reads git history)."""
     work = tmp_path_factory.mktemp("clone")
-    for name in _git(["ls-files", "-co", "--exclude-standard"], REPO).split():
-        if (REPO / name).is_file():
-            (work / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, work / name)
+    copy_working_tree(work)
     _git(["init", "-q"], work)
     _git(["add", "-A"], work)
     _git(["commit", "-qm", "clone"], work)
@@ -118,8 +117,9 @@ def test_make_exps_shows_each_experiments_name_test_accuracy_and_changed_params_
     ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/dotal-moot"
     _git(["update-ref", ref, commit], repo)
     try:
-        outer = {"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES"}  # an outer `make test` would print its own lines
-        env = {k: v for k, v in os.environ.items() if k not in outer} | {"COLUMNS": str(WIDTH)}
+        env = venv_env(COLUMNS=str(WIDTH))
+        for outer in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES"):  # an outer `make test`'s own lines
+            env.pop(outer, None)
         shown = subprocess.run(
             ["make", "-s", "exps", f"DVC={sys.executable} -m dvc"], cwd=repo, env=env, capture_output=True, text=True
         ).stdout

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers.paths import REPO
 from training.nested import unwrap
 from training.sources import SourceError
 
 from .builders import jpeg, kaggle_members, write_tar, write_zip
 
-REPO = Path(__file__).resolve().parents[2]
 CLASSES = ("cat", "dog")
 
 

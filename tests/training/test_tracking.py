@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tests.helpers.network import free_port
+from tests.helpers.paths import REPO
 from training import tracking
 from training.tracking import (
     DVC_EXP_BASELINE_REV,
@@ -26,14 +28,6 @@ from training.tracking import (
     resolve_tracking_uri,
     tracked_run,
 )
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _silent_server() -> socket.socket:
@@ -63,7 +57,7 @@ def test_experiments_in_a_temporary_copy_log_to_the_projects_store(
 
 def test_refused_server_falls_back_to_local_store_quickly() -> None:
     started = time.perf_counter()
-    assert resolve_tracking_uri(f"http://127.0.0.1:{_unused_port()}") == local_tracking_uri()
+    assert resolve_tracking_uri(f"http://127.0.0.1:{free_port()}") == local_tracking_uri()
     assert time.perf_counter() - started < 5
 
 
@@ -97,9 +91,10 @@ def test_tracker_disables_itself_after_a_failure(caplog: pytest.LogCaptureFixtur
     assert "tracking disabled" in caplog.text
 
 
+@pytest.mark.slow
 def test_unreachable_server_run_logs_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_unused_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     started = time.perf_counter()
     with tracked_run("test-experiment", "run") as tracker:
         tracker.log_params({"lr": 0.1})
@@ -117,6 +112,7 @@ def test_unreachable_server_run_logs_locally(tmp_path: Path, monkeypatch: pytest
     assert run.data.metrics["val_accuracy"] == 0.5
 
 
+@pytest.mark.slow
 def test_logging_the_torch_model_from_a_one_image_example_prints_no_export_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -224,6 +220,7 @@ def test_train_that_raises_ends_its_own_run_failed(store: MlflowClient) -> None:
     assert store.get_run(run_id).info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_the_evaluate_stage_failing_as_a_process_marks_the_run_failed(
     store: MlflowClient, store_dir: Path, tmp_path: Path
 ) -> None:

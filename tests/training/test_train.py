@@ -13,8 +13,7 @@ import torch
 import yaml
 
 import training.train as train
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.paths import REPO
 
 
 @pytest.fixture
@@ -47,6 +46,7 @@ def _history() -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_training_writes_weights_only_best_model_history_and_metrics(workspace: Path) -> None:
     train.main()
     checkpoint = torch.load("models/best_model.pth", weights_only=True)
@@ -64,6 +64,7 @@ def test_training_writes_weights_only_best_model_history_and_metrics(workspace: 
     assert Path("mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_from_last_checkpoint(
     workspace: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -91,6 +92,7 @@ def test_interrupted_training_resumes_from_last_checkpoint(
     assert float(history[0]["val_accuracy"]) == first_epoch["val_accuracy"]
 
 
+@pytest.mark.slow
 def test_checkpoint_from_other_params_is_not_resumed(workspace: Path, caplog: pytest.LogCaptureFixture) -> None:
     Path("models").mkdir()
     torch.save({"fingerprint": "someone-else"}, "models/checkpoint.pth")

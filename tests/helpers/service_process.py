@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.network import free_port, http_status
+from tests.helpers.paths import REPO
 
 
 @dataclass
@@ -41,23 +39,6 @@ class ServiceProcess:
                     return line
             time.sleep(0.05)
         raise AssertionError(f"no matching log line within {timeout} s:\n{self.log_tail()}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_status(url: str, timeout: float = 2.0) -> int:
-    """The status code, or 0 when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, OSError):
-        return 0
 
 
 def start_service(
@@ -107,3 +88,13 @@ def stop_service(svc: ServiceProcess) -> None:
         except subprocess.TimeoutExpired:
             svc.proc.kill()
             svc.proc.wait(timeout=10)
+
+
+def send_prediction(url: str, image: Path) -> dict:
+    """POST an image file to /predict through deploy/httpclient.py, the client the ops scripts use."""
+    sys.path.insert(0, str(REPO / "deploy"))
+    from httpclient import predict
+
+    resp = predict(url, image)
+    assert resp.status == 200, f"/predict answered {resp.status}: {resp.body[:300]!r}"
+    return json.loads(resp.body)
