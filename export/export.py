@@ -1,4 +1,6 @@
-"""Stage: best_model.pth -> models/model_fp32.onnx, gated on parity. `python -m export.export`
+"""Stage: the best checkpoint -> an fp32 ONNX file, gated on parity.
+
+    python -m export.export BEST_MODEL IMAGES_ZIP SPLIT_CSV ONNX_MODEL PARITY_REPORT   (dvc.yaml passes the paths)
 
 The ONNX file is written to a temporary path, proven equal to the PyTorch
 model on real validation images, and only then moved into place. A failed
@@ -7,6 +9,7 @@ gate leaves the previous model untouched and exits non-zero.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -14,6 +17,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
@@ -22,14 +26,12 @@ import torch
 from export.parity import check_parity
 from service.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
 from service.preprocessing import PreprocessSpec
+from training.cli import run_stage, stage_parser
 from training.dataset import split_images
+from training.errors import ParamsError
 from training.model import WithSoftmax, model_from_checkpoint
 from training.params import ExportParams, load_params
 from training.tracking import failure_marks_run, reopened_run, train_run_id
-
-BEST_MODEL = Path("models/best_model.pth")
-ONNX_MODEL = Path("models/model_fp32.onnx")  # the quantize stage turns it into the served models/model.onnx
-PARITY_REPORT = Path("reports/parity.json")
 
 log = logging.getLogger("export")
 
@@ -69,6 +71,9 @@ def export_model(
     parity_images: int,
     atol: float,
     flip_tta: bool,
+    *,
+    images_zip: Path,
+    split_csv: Path,
     image_size: int | None = None,
 ) -> dict:
     """`image_size` overrides the trained serving size (scripts/sweep_serving.py); the net is fully convolutional."""
@@ -91,9 +96,12 @@ def export_model(
     )
     onnx.checker.check_model(proto, full_check=True)
 
-    images = [(image.path, image.data) for image in split_images("val", parity_images)]
+    validation = split_images("val", parity_images, images_zip=images_zip, split_csv=split_csv)
+    images = [(image.path, image.data) for image in validation]
     if len(images) < parity_images:
-        raise RuntimeError(f"parity needs {parity_images} validation images, found {len(images)}")
+        raise ParamsError(
+            f"parity needs {parity_images} validation images, found {len(images)}; lower export.parity_images"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         candidate = Path(tmp) / dest.name
@@ -107,7 +115,7 @@ def export_model(
     return report
 
 
-def track(report: dict, cfg: ExportParams, report_path: Path = PARITY_REPORT) -> None:
+def track(report: dict, cfg: ExportParams, report_path: Path) -> None:
     """Add the export params and the parity gate's verdict to the model's MLflow run."""
     with reopened_run(train_run_id(), "export") as tracker:
         tracker.log_params({f"export.{key}": value for key, value in dataclasses.asdict(cfg).items()})
@@ -122,16 +130,34 @@ def track(report: dict, cfg: ExportParams, report_path: Path = PARITY_REPORT) ->
         tracker.log_artifact(report_path)
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    parser = stage_parser("export.export", __doc__)
+    parser.add_argument("best_model", type=Path, help="the weights-only checkpoint train wrote")
+    parser.add_argument("images_zip", type=Path, help="the kept images ingest wrote")
+    parser.add_argument("split_csv", type=Path, help="the split assignment split wrote")
+    parser.add_argument("onnx_model", type=Path, help="fp32 ONNX file to write; the quantize stage reads it")
+    parser.add_argument("parity_report", type=Path, help="JSON to write: the parity gate's verdict")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = arguments().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for chatty in ("onnx_ir", "onnxscript"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    params = load_params()
-    cfg = params.export
+    cfg = load_params().export
     report = export_model(
-        BEST_MODEL, ONNX_MODEL, PARITY_REPORT, cfg.opset, cfg.parity_images, cfg.parity_atol, cfg.flip_tta
+        args.best_model,
+        args.onnx_model,
+        args.parity_report,
+        cfg.opset,
+        cfg.parity_images,
+        cfg.parity_atol,
+        cfg.flip_tta,
+        images_zip=args.images_zip,
+        split_csv=args.split_csv,
     )
-    track(report, cfg)
+    track(report, cfg, args.parity_report)
     if not report["passed"]:
         log.error(
             "parity gate FAILED: %d class mismatches, max |diff| %.2e > %.0e (worst: %s). %s left unchanged.",
@@ -139,14 +165,17 @@ def main() -> None:
             report["max_abs_diff"],
             report["atol"],
             report["worst_image"],
-            ONNX_MODEL,
+            args.onnx_model,
         )
         sys.exit(1)
     log.info(
-        "parity passed on %d images (max |diff| %.2e); wrote %s", report["images"], report["max_abs_diff"], ONNX_MODEL
+        "parity passed on %d images (max |diff| %.2e); wrote %s",
+        report["images"],
+        report["max_abs_diff"],
+        args.onnx_model,
     )
 
 
 if __name__ == "__main__":
     with failure_marks_run("export"):
-        main()
+        run_stage(main)

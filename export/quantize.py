@@ -1,4 +1,6 @@
-"""Stage: models/model_fp32.onnx -> the served models/model.onnx, int8 behind a guard. `python -m export.quantize`
+"""Stage: the fp32 ONNX file -> the served model, int8 behind a guard.
+
+    python -m export.quantize FP32_MODEL IMAGES_ZIP SPLIT_CSV SERVED_MODEL REPORT   (dvc.yaml passes the paths)
 
 onnxruntime static quantization: QDQ format, per-channel int8 weights, uint8 activations
 calibrated on training images that went through the one preprocessing contract. The
@@ -16,6 +18,7 @@ fp32 on purpose.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -36,13 +39,11 @@ from tqdm import tqdm
 from service.metadata import INPUT_NAME, ModelMetadata
 from service.model import OnnxModel, SessionTuning, load_model
 from service.preprocessing import PreprocessSpec, preprocess
+from training.cli import run_stage, stage_parser
 from training.dataset import LabelledImage, split_images
 from training.params import QuantizeParams, load_params
 from training.tracking import failure_marks_run, reopened_run, train_run_id
 
-FP32_MODEL = Path("models/model_fp32.onnx")
-SERVED_MODEL = Path("models/model.onnx")
-REPORT = Path("reports/quantize.json")
 BATCH = 64
 
 log = logging.getLogger("export.quantize")
@@ -233,7 +234,7 @@ def run(
     return report
 
 
-def track(report: dict[str, object], cfg: QuantizeParams, report_path: Path = REPORT) -> None:
+def track(report: dict[str, object], cfg: QuantizeParams, report_path: Path) -> None:
     """Add the quantize params, the guard's figures and which file is served to the model's MLflow run."""
     with reopened_run(train_run_id(), "quantize") as tracker:
         tracker.log_params({f"quantize.{key}": value for key, value in asdict(cfg).items()})
@@ -260,17 +261,29 @@ def verdict(report: dict[str, Any], served: Path) -> tuple[int, str]:
     )
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    parser = stage_parser("export.quantize", __doc__)
+    parser.add_argument("fp32_model", type=Path, help="the fp32 ONNX file export wrote")
+    parser.add_argument("images_zip", type=Path, help="the kept images ingest wrote")
+    parser.add_argument("split_csv", type=Path, help="the split assignment split wrote")
+    parser.add_argument("served_model", type=Path, help="ONNX file to write: the one the service loads")
+    parser.add_argument("report", type=Path, help="JSON to write: the guard's figures and which file is served")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = arguments().parse_args(argv)
     # onnxruntime's quantizer logs every rescaled weight at INFO on the root logger.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     cfg = load_params().quantize
-    calibration = [image.data for image in split_images("train", cfg.calibration_images)] if cfg.enabled else []
-    report = run(cfg, FP32_MODEL, SERVED_MODEL, REPORT, calibration, split_images("val"))
-    track(report, cfg)
-    log.log(*verdict(report, SERVED_MODEL))
+    data = {"images_zip": args.images_zip, "split_csv": args.split_csv}
+    calibration = [image.data for image in split_images("train", cfg.calibration_images, **data)] if cfg.enabled else []
+    report = run(cfg, args.fp32_model, args.served_model, args.report, calibration, split_images("val", **data))
+    track(report, cfg, args.report)
+    log.log(*verdict(report, args.served_model))
 
 
 if __name__ == "__main__":
     with failure_marks_run("quantize"):
-        main()
+        run_stage(main)

@@ -37,6 +37,8 @@ from training.evaluate import predict_images  # noqa: E402
 from training.params import load_params  # noqa: E402
 
 OUT_CSV = REPO / "docs" / "sweep_serving.csv"
+# The pipeline's own outputs, where dvc.yaml has ingest and split write them.
+DATA = {"images_zip": REPO / "data/clean/images.zip", "split_csv": REPO / "data/split.csv"}
 COLUMNS = [
     "point",
     "arch",
@@ -53,7 +55,7 @@ COLUMNS = [
 
 
 def score(path: Path) -> dict[str, float]:
-    test = split_images("test")
+    test = split_images("test", **DATA)
     metadata, probabilities = predict_images(path, [image.data for image in test])
     labels = np.array([metadata.classes.index(image.label) for image in test])
     predicted = probabilities.argmax(1)
@@ -110,8 +112,8 @@ def main() -> None:
 
     params = load_params(REPO / "params.yaml")
     train_minutes = round(json.loads((REPO / "reports/train.json").read_text())["train_seconds"] / 60, 1)
-    calibration = [image.data for image in split_images("train", params.quantize.calibration_images)]
-    validation = split_images("val")
+    calibration = [image.data for image in split_images("train", params.quantize.calibration_images, **DATA)]
+    validation = split_images("val", **DATA)
     rows, files = [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -125,6 +127,7 @@ def main() -> None:
                 params.export.parity_images,
                 params.export.parity_atol,
                 params.export.flip_tta,
+                **DATA,
                 image_size=size,
             )
             assert report["passed"], f"parity failed at {size} px: {report}"

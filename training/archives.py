@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.errors import ParamsError
+
 
 @dataclass(frozen=True)
 class Member:
@@ -28,7 +30,7 @@ def source_kind(path: Path) -> str:
         return "zip"
     if tarfile.is_tarfile(path):
         return "tar"
-    raise ValueError(
+    raise ParamsError(
         f"{path} is neither a directory, a zip nor a tar archive; "
         "point data.source in params.yaml at a .zip, .tar, .tar.gz/.tgz or a folder of images"
     )

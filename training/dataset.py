@@ -12,9 +12,6 @@ from pathlib import Path
 
 from training.split import read_split
 
-CLEAN_IMAGES = Path("data/clean/images.zip")
-SPLIT_CSV = Path("data/split.csv")
-
 
 @dataclass(frozen=True)
 class LabelledImage:
@@ -23,9 +20,7 @@ class LabelledImage:
     data: bytes
 
 
-def split_images(
-    split: str, limit: int | None = None, *, images_zip: Path = CLEAN_IMAGES, split_csv: Path = SPLIT_CSV
-) -> list[LabelledImage]:
+def split_images(split: str, limit: int | None = None, *, images_zip: Path, split_csv: Path) -> list[LabelledImage]:
     rows = [row for row in read_split(split_csv) if row.split == split][:limit]
     with zipfile.ZipFile(images_zip) as archive:
         return [LabelledImage(row.path, row.label, archive.read(row.path)) for row in rows]

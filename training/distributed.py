@@ -13,12 +13,16 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from training.errors import ParamsError
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +59,8 @@ def current_world() -> World:
     )
 
 
-def launch(processes: int, module: str = "training.train") -> int:
-    """Run `module` under torchrun on this machine; returns its exit status."""
+def launch(processes: int, module: str, args: Sequence[str], checkpoint: Path) -> int:
+    """Run `module` with `args` under torchrun on this machine; returns its exit status."""
     command = [
         sys.executable,
         "-m",
@@ -65,15 +69,17 @@ def launch(processes: int, module: str = "training.train") -> int:
         f"--nproc-per-node={processes}",
         "-m",
         module,
+        *args,
     ]
     log.info("launching %d data-parallel processes: %s", processes, " ".join(command))
     status = subprocess.run(command, check=False).returncode
     if status != 0:
         log.error(
             "training failed in one of its %d processes (exit status %d); the failing rank's error is above. "
-            "Fix it and rerun: the run resumes from models/checkpoint.pth.",
+            "Fix it and rerun: the run resumes from %s.",
             processes,
             status,
+            checkpoint,
         )
     return status
 
@@ -116,10 +122,10 @@ def shard_batches(order: torch.Tensor, batch_size: int, rank: int, world_size: i
     images each (one more at most in the last step).
     """
     if batch_size % world_size:
-        raise ValueError(f"train.batch_size {batch_size} must divide by the {world_size} processes")
+        raise ParamsError(f"train.batch_size {batch_size} must divide by the {world_size} processes")
     steps = len(order) // batch_size
     if steps == 0:
-        raise ValueError(f"{len(order)} training images are fewer than train.batch_size {batch_size}")
+        raise ParamsError(f"{len(order)} training images are fewer than train.batch_size {batch_size}")
     # Not order[:k].split(): an empty tensor splits into one empty batch, a NaN step when steps == 1.
     batches = [order[step * batch_size : (step + 1) * batch_size] for step in range(steps - 1)]
     batches.append(order[(steps - 1) * batch_size :])

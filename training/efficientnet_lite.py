@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from training.errors import ParamsError
+
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 # The TF Lite models were trained on (pixel - 127) / 128, not ImageNet mean/std
 # (efficientnet/lite/efficientnet_lite_builder.py MEAN_RGB, STDDEV_RGB); tests/training checks it on real photos.
@@ -103,7 +105,7 @@ class EfficientNetLite0(nn.Module):
         speed-up on a CPU, and their generic edge/texture filters need the least adapting.
         """
         if not 0 <= blocks <= BLOCKS:
-            raise ValueError(f"model.frozen_blocks must be in [0, {BLOCKS}], got {blocks}")
+            raise ParamsError(f"model.frozen_blocks must be in [0, {BLOCKS}], got {blocks}")
         self.frozen = (self.stem, *self.blocks[:blocks]) if blocks else ()
         for module in self.frozen:
             module.requires_grad_(False)

@@ -1,19 +1,24 @@
-"""Stage: score models/model.onnx on the test split. `python -m training.evaluate`
+"""Stage: score the served ONNX model on the test split.
+
+    python -m training.evaluate MODEL IMAGES_ZIP SPLIT_CSV METRICS REPORT PREDICTIONS ROC MISCLASSIFIED
+    (dvc.yaml passes the paths)
 
 Runs the exported ONNX file with onnxruntime and the preprocessing read from
 its own metadata, starting from the original image bytes: the served model,
 measured the way it is served.
 
-models/metrics.json holds the headline figures only, so that `dvc metrics show`
-and `dvc exp show` stay readable in a terminal; every other figure is in
-reports/eval/report.json.
+METRICS holds the headline figures only, so that `dvc metrics show` and
+`dvc exp show` stay readable in a terminal; every other figure is in REPORT.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -23,16 +28,13 @@ from tqdm import tqdm
 from service.metadata import ModelMetadata
 from service.model import SessionTuning, load_model
 from service.preprocessing import preprocess
+from training.cli import run_stage, stage_parser
 from training.dataset import split_images
 from training.metrics import classification_report, roc_curve
 from training.params import Params, load_params
 from training.release import MIB, release_failures
 from training.tracking import failure_marks_run, reopened_run, train_run_id
 
-ONNX_MODEL = Path("models/model.onnx")
-METRICS = Path("models/metrics.json")  # the one DVC metrics file: headline figures
-EVAL_DIR = Path("reports/eval")
-REPORT = EVAL_DIR / "report.json"  # every figure: per-class P/R/F1, log loss, confusion matrix, versions
 BATCH = 128
 
 log = logging.getLogger("evaluate")
@@ -73,7 +75,16 @@ def write_json(path: Path, value: object) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n")
 
 
-def track(report: dict, headline_figures: dict, model: Path, params: Params) -> str | None:
+@dataclass(frozen=True)
+class EvalOutputs:
+    metrics: Path  # the one DVC metrics file: headline figures
+    report: Path  # every figure: per-class P/R/F1, log loss, confusion matrix, versions
+    predictions: Path
+    roc: Path
+    misclassified: Path
+
+
+def track(report: dict, headline_figures: dict, model: Path, params: Params, outputs: EvalOutputs) -> str | None:
     """Add the test figures and the ONNX file to the model's MLflow run and register it; returns the version.
 
     The champion alias moves to the new version only when it clears the release bar.
@@ -83,7 +94,7 @@ def track(report: dict, headline_figures: dict, model: Path, params: Params) -> 
         numbers = {key: value for key, value in headline_figures.items() if isinstance(value, int | float)}
         tracker.log_metrics({f"test_{key}": value for key, value in numbers.items()})
         tracker.log_metrics({"test_log_loss": report["log_loss"], "test_macro_f1": report["macro_f1"]})
-        for path in (METRICS, REPORT, EVAL_DIR / "roc.csv", EVAL_DIR / "misclassified.json"):
+        for path in (outputs.metrics, outputs.report, outputs.roc, outputs.misclassified):
             tracker.log_artifact(path)
         requirements = [f"onnxruntime=={version('onnxruntime')}", f"onnx=={version('onnx')}"]
         uri = tracker.log_onnx_model(model, requirements)
@@ -103,22 +114,38 @@ def track(report: dict, headline_figures: dict, model: Path, params: Params) -> 
         return registered
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    parser = stage_parser("training.evaluate", __doc__)
+    parser.add_argument("model", type=Path, help="the ONNX file to score, as served")
+    parser.add_argument("images_zip", type=Path, help="the kept images ingest wrote")
+    parser.add_argument("split_csv", type=Path, help="the split assignment split wrote")
+    parser.add_argument("metrics", type=Path, help="JSON to write: the headline figures")
+    parser.add_argument("report", type=Path, help="JSON to write: every figure")
+    parser.add_argument("predictions", type=Path, help="CSV to write: one row per test image")
+    parser.add_argument("roc", type=Path, help="CSV to write: the ROC curve")
+    parser.add_argument("misclassified", type=Path, help="JSON to write: the most confident mistakes")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = arguments().parse_args(argv)
+    model = args.model
+    outputs = EvalOutputs(args.metrics, args.report, args.predictions, args.roc, args.misclassified)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
-    test = split_images("test")
-    metadata, probabilities = predict_images(ONNX_MODEL, [image.data for image in test])
+    test = split_images("test", images_zip=args.images_zip, split_csv=args.split_csv)
+    metadata, probabilities = predict_images(model, [image.data for image in test])
     classes = list(metadata.classes)
     labels = np.array([classes.index(image.label) for image in test])
     report = classification_report(labels, probabilities, classes)
     report |= {"model_version": metadata.model_version, "data_version": metadata.data_version}
-    write_json(REPORT, report)
-    figures = headline(report, metadata, ONNX_MODEL.stat().st_size)
-    write_json(METRICS, figures)
+    write_json(outputs.report, report)
+    figures = headline(report, metadata, model.stat().st_size)
+    write_json(outputs.metrics, figures)
 
     predicted = probabilities.argmax(1)
     write_csv(
-        EVAL_DIR / "predictions.csv",
+        outputs.predictions,
         ["path", "actual", "predicted", f"p_{classes[-1]}"],
         [
             [img.path, img.label, classes[p], round(float(prob[-1]), 6)]
@@ -127,7 +154,7 @@ def main() -> None:
     )
     fpr, tpr, thresholds = roc_curve(labels == len(classes) - 1, probabilities[:, -1])
     write_csv(
-        EVAL_DIR / "roc.csv",
+        outputs.roc,
         ["fpr", "tpr", "threshold"],
         [
             [round(float(f), 6), round(float(t), 6), float(min(th, 1.0))]
@@ -137,7 +164,7 @@ def main() -> None:
     wrong = np.flatnonzero(predicted != labels)
     confident_mistakes = sorted(wrong, key=lambda i: -probabilities[i].max())[:20]
     write_json(
-        EVAL_DIR / "misclassified.json",
+        outputs.misclassified,
         [
             {
                 "path": test[i].path,
@@ -149,9 +176,9 @@ def main() -> None:
         ],
     )
     print(json.dumps({k: report[k] for k in ("accuracy", "roc_auc", "log_loss", "macro_f1")}))
-    track(report, figures, ONNX_MODEL, params)
+    track(report, figures, model, params, outputs)
 
 
 if __name__ == "__main__":
     with failure_marks_run("evaluate"):
-        main()
+        run_stage(main)

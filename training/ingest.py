@@ -1,12 +1,12 @@
 """Stage 1, ingest: raw source -> validated, de-duplicated, content-addressed images.
 
-    python -m training.ingest      (reads params.yaml `data` from the working directory)
+    python -m training.ingest CLEAN_DIR REPORT     (dvc.yaml passes the paths; reads params.yaml `data`)
 
 Outputs
-    data/clean/images.zip    kept images' original bytes as <label>/<sha256>.<ext>; ZIP_STORED,
+    CLEAN_DIR/images.zip     kept images' original bytes as <label>/<sha256>.<ext>; ZIP_STORED,
                              sorted entries and fixed timestamps, so the file is byte-reproducible
-    data/clean/manifest.csv  path,label,sha256,width,height,source_path sorted by path
-    reports/data.json        counts per class, drops per reason with example paths, source, data_version
+    CLEAN_DIR/manifest.csv   path,label,sha256,width,height,source_path sorted by path
+    REPORT                   counts per class, drops per reason with example paths, source, data_version
 
 Nothing is ever dropped silently: every file of the source is either kept or
 counted under one reason in training.screening.DROP_REASONS.
@@ -33,10 +33,11 @@ from tqdm import tqdm
 
 from training.archives import Member, count_members, iter_members
 from training.atomic import atomic_path, write_text_atomic
+from training.cli import run_stage, stage_parser
 from training.nested import Unwrapped, unwrap
 from training.params import DataParams, load_params
 from training.screening import DROP_REASONS, Candidate, Rejected, deduplicate, screen
-from training.sources import LABELLED_SOURCES, ResolvedSource, resolve_source
+from training.sources import LABELLED_SOURCES, ResolvedSource, SourceError, resolve_source
 
 MANIFEST_COLUMNS = ("path", "label", "sha256", "width", "height", "source_path")
 EXAMPLES_PER_REASON = 20
@@ -116,9 +117,9 @@ def build_report(
 def run_ingest(
     data: DataParams,
     *,
-    raw_dir: Path = Path("data/raw"),
-    clean_dir: Path = Path("data/clean"),
-    report_path: Path = Path("reports/data.json"),
+    clean_dir: Path,
+    report_path: Path,
+    raw_dir: Path = Path("data/raw"),  # scratch: downloads and unwrapped archives, no stage's output
     jobs: int = 1,
 ) -> dict:
     """Run the whole stage; returns the report that was written to `report_path`."""
@@ -146,7 +147,7 @@ def run_ingest(
         rejected += duplicates
         if not kept:
             dropped = dict(Counter(r.reason for r in rejected))
-            raise RuntimeError(
+            raise SourceError(
                 f"no usable images in {images} (dropped: {dropped}); image paths must name one of "
                 f"data.classes {list(data.classes)}. {LABELLED_SOURCES}"
             )
@@ -157,11 +158,17 @@ def run_ingest(
     return report
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = stage_parser("training.ingest", __doc__)
+    parser.add_argument("clean_dir", type=Path, help="folder for the kept images and their manifest")
+    parser.add_argument("report", type=Path, help="JSON report: counts, drops, source, data_version")
+    args = parser.parse_args(argv)
     params = load_params()
-    report = run_ingest(params.data, jobs=len(os.sched_getaffinity(0)))
+    report = run_ingest(
+        params.data, clean_dir=args.clean_dir, report_path=args.report, jobs=len(os.sched_getaffinity(0))
+    )
     print(f"kept {report['kept']}, dropped {report['dropped']}, data_version {report['data_version'][:12]}")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

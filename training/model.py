@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from training import efficientnet_lite
+from training.errors import ParamsError
 
 ARCHS = ("cnn", "efficientnet_lite0")
 
@@ -73,11 +74,13 @@ def build_model(
     """The `model` section of params.yaml as a module. `width` is the cnn's; the rest apply to efficientnet_lite0."""
     if arch == "cnn":
         if pretrained or frozen_blocks:
-            raise ValueError("model.arch cnn trains from scratch: set model.pretrained false and model.frozen_blocks 0")
+            raise ParamsError(
+                "model.arch cnn trains from scratch: set model.pretrained false and model.frozen_blocks 0"
+            )
         return CatsDogsNet(num_classes, width, dropout)
     if arch == "efficientnet_lite0":
         return efficientnet_lite.build(num_classes, dropout, pretrained, frozen_blocks)
-    raise ValueError(f"model.arch must be one of {ARCHS}, got {arch!r}")
+    raise ParamsError(f"model.arch must be one of {ARCHS}, got {arch!r}")
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:

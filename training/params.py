@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import yaml
 
 from service.preprocessing import PreprocessSpec
+from training.errors import MissingInputError, ParamsError
 
 T = TypeVar("T")
 
@@ -109,7 +110,7 @@ def _section(cls: type[T], raw: dict[str, Any], name: str) -> T:
     unknown = set(section) - known
     missing = known - set(section)
     if unknown or missing:
-        raise ValueError(
+        raise ParamsError(
             f"params.yaml section '{name}': unknown keys {sorted(unknown)}, missing keys {sorted(missing)}"
         )
     values = {key: tuple(v) if isinstance(v, list) else v for key, v in section.items()}
@@ -117,6 +118,8 @@ def _section(cls: type[T], raw: dict[str, Any], name: str) -> T:
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
+    if not Path(path).is_file():
+        raise MissingInputError(f"{Path(path).resolve()} is missing; run the stage from the repository's root")
     raw = yaml.safe_load(Path(path).read_text())
     return Params(
         data=_section(DataParams, raw, "data"),

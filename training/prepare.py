@@ -1,10 +1,11 @@
 """Stage 3, prepare: decode every split image once into uint8 arrays at model resolution.
 
-    python -m training.prepare     (reads params.yaml `preprocess.image_size` and `data.classes`)
+    python -m training.prepare IMAGES_ZIP SPLIT_CSV OUT_DIR   (dvc.yaml passes the paths; reads params.yaml
+                                                               `preprocess.image_size` and `data.classes`)
 
-Outputs, per split in train/val/test, rows in data/split.csv order:
-    data/prepared/{split}_images.npy   uint8 N x S x S x 3, exactly service.preprocessing.load_pixels
-    data/prepared/{split}_labels.npy   int64 index into data.classes
+Outputs, per split in train/val/test, rows in SPLIT_CSV order:
+    OUT_DIR/{split}_images.npy   uint8 N x S x S x 3, exactly service.preprocessing.load_pixels
+    OUT_DIR/{split}_labels.npy   int64 index into data.classes
 
 Training reads these with load_split(); mmap keeps the whole set off the heap.
 Augmentation happens on top of these pixels, so train/eval/serve share one decode.
@@ -21,10 +22,10 @@ from tqdm import tqdm
 
 from service.preprocessing import ImageError, load_pixels
 from training.atomic import atomic_path
+from training.cli import run_stage, stage_parser
+from training.errors import MissingInputError
 from training.params import load_params
 from training.split import SPLITS, SplitRow, read_split
-
-PREPARED_DIR = Path("data/prepared")
 
 
 def decode_all(zip_path: Path, names: Sequence[str], image_size: int) -> Iterator[np.ndarray]:
@@ -72,13 +73,13 @@ def run_prepare(
     image_size: int,
     classes: Sequence[str],
     *,
-    split_path: Path = Path("data/split.csv"),
-    zip_path: Path = Path("data/clean/images.zip"),
-    out_dir: Path = PREPARED_DIR,
+    split_path: Path,
+    zip_path: Path,
+    out_dir: Path,
 ) -> dict[str, int]:
     rows = read_split(split_path)
     if not zip_path.exists():
-        raise FileNotFoundError(f"{zip_path} is missing; run `python -m training.ingest` first")
+        raise MissingInputError(f"{zip_path} is missing; run `python -m training.ingest` first")
     sizes = {}
     for split in SPLITS:
         split_rows = [row for row in rows if row.split == split]
@@ -94,7 +95,7 @@ def load_split(prepared_dir: Path | str, split: str, *, mmap: bool = True) -> tu
     prepared = Path(prepared_dir)
     image_path, label_path = prepared / f"{split}_images.npy", prepared / f"{split}_labels.npy"
     if not image_path.exists() or not label_path.exists():
-        raise FileNotFoundError(f"{image_path} or {label_path} is missing; run `python -m training.prepare` first")
+        raise MissingInputError(f"{image_path} or {label_path} is missing; run `python -m training.prepare` first")
     images = np.load(image_path, mmap_mode="r" if mmap else None)
     labels = np.load(label_path)
     if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8 or len(images) != len(labels):
@@ -105,11 +106,22 @@ def load_split(prepared_dir: Path | str, split: str, *, mmap: bool = True) -> tu
     return images, labels
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = stage_parser("training.prepare", __doc__)
+    parser.add_argument("images_zip", type=Path, help="the kept images ingest wrote")
+    parser.add_argument("split_csv", type=Path, help="the split assignment split wrote")
+    parser.add_argument("out_dir", type=Path, help="folder for the uint8 caches, one pair of .npy files per split")
+    args = parser.parse_args(argv)
     params = load_params()
-    sizes = run_prepare(params.preprocess.image_size, params.data.classes)
+    sizes = run_prepare(
+        params.preprocess.image_size,
+        params.data.classes,
+        split_path=args.split_csv,
+        zip_path=args.images_zip,
+        out_dir=args.out_dir,
+    )
     print(f"prepared {sizes} at {params.preprocess.image_size}px")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

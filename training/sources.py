@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from training.atomic import atomic_path, write_text_atomic
+from training.errors import UserError
 
 _CHUNK = 1 << 20
 PETIMAGES_URL = (
@@ -42,7 +43,7 @@ LABELLED_SOURCES = (
 )
 
 
-class SourceError(RuntimeError):
+class SourceError(UserError, RuntimeError):
     """The configured source cannot be used; the message says what to change."""
 
 

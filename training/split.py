@@ -1,8 +1,9 @@
 """Stage 2, split: manifest -> deterministic, stratified train/val/test assignment.
 
-    python -m training.split       (reads params.yaml `split` and `data.classes`)
+    python -m training.split MANIFEST SPLIT_CSV REPORT   (dvc.yaml passes the paths; reads params.yaml
+                                                          `split` and `data.classes`)
 
-Outputs data/split.csv (path,label,sha256,split) and reports/split.json.
+Outputs SPLIT_CSV (path,label,sha256,split) and REPORT, the counts per split and class.
 
 Within each class, images are ranked by a hash of the image's sha256 keyed with
 split.seed, never by input order: re-zipping the source in another order or
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.atomic import write_text_atomic
+from training.cli import run_stage, stage_parser
+from training.errors import MissingInputError, ParamsError
 from training.params import SplitParams, load_params
 
 SPLITS = ("train", "val", "test")
@@ -49,7 +52,7 @@ def rank_key(seed: int, sha256: str, purpose: str) -> str:
 def split_sizes(n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
     """Per-class sizes; round half up (not Python's half-to-even) so equal inputs always agree."""
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
-        raise ValueError(
+        raise ParamsError(
             f"split.val_fraction={val_fraction} and split.test_fraction={test_fraction} must be >= 0 "
             "and sum to less than 1; fix them in params.yaml"
         )
@@ -66,7 +69,7 @@ def assign_splits(rows: Sequence[dict[str, str]], params: SplitParams, classes: 
     """
     unknown = {row["label"] for row in rows} - set(classes)
     if unknown:
-        raise ValueError(f"manifest labels {sorted(unknown)} are not in data.classes {list(classes)}; re-run ingest")
+        raise ParamsError(f"manifest labels {sorted(unknown)} are not in data.classes {list(classes)}; re-run ingest")
     assigned: list[SplitRow] = []
     for cls in classes:
         members = [r for r in rows if r["label"] == cls]
@@ -99,14 +102,14 @@ def split_counts(rows: Sequence[SplitRow], classes: Sequence[str]) -> dict[str, 
 
 def read_manifest(path: Path) -> list[dict[str, str]]:
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run `python -m training.ingest` first")
+        raise MissingInputError(f"{path} is missing; run `python -m training.ingest` first")
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
 
 
 def read_split(path: Path) -> list[SplitRow]:
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run `python -m training.split` first")
+        raise MissingInputError(f"{path} is missing; run `python -m training.split` first")
     with path.open(newline="") as handle:
         return [SplitRow(**row) for row in csv.DictReader(handle)]
 
@@ -123,9 +126,9 @@ def run_split(
     params: SplitParams,
     classes: Sequence[str],
     *,
-    manifest_path: Path = Path("data/clean/manifest.csv"),
-    split_path: Path = Path("data/split.csv"),
-    report_path: Path = Path("reports/split.json"),
+    manifest_path: Path,
+    split_path: Path,
+    report_path: Path,
 ) -> dict[str, dict[str, int]]:
     rows = assign_splits(read_manifest(manifest_path), params, classes)
     write_split(split_path, rows)
@@ -134,10 +137,22 @@ def run_split(
     return counts
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = stage_parser("training.split", __doc__)
+    parser.add_argument("manifest", type=Path, help="the manifest ingest wrote")
+    parser.add_argument("split_csv", type=Path, help="CSV to write: one row per image with its split")
+    parser.add_argument("report", type=Path, help="JSON report: counts per split and class")
+    args = parser.parse_args(argv)
     params = load_params()
-    print(run_split(params.split, params.data.classes))
+    counts = run_split(
+        params.split,
+        params.data.classes,
+        manifest_path=args.manifest,
+        split_path=args.split_csv,
+        report_path=args.report,
+    )
+    print(counts)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -1,4 +1,6 @@
-"""Train the net `model.arch` names from the prepared uint8 caches. `python -m training.train`
+"""Train the net `model.arch` names from the prepared uint8 caches.
+
+    python -m training.train PREPARED DATA_REPORT BEST_MODEL METRICS HISTORY   (dvc.yaml passes the paths)
 
 One readable loop: batched augmentation -> the shared normalize() -> model,
 one-cycle schedule with per-group learning rates (fresh head vs ImageNet
@@ -7,7 +9,7 @@ validation through the exact serving preprocessing, best-by-val-accuracy
 checkpoint, resumable after interruption. Uses CUDA with bf16 autocast when
 present; the same code runs on the CPU.
 
-Data-parallel: `torchrun --nproc-per-node=N -m training.train`, or set
+Data-parallel: `torchrun --nproc-per-node=N -m training.train PATHS...`, or set
 `train.processes: N` and this module launches torchrun itself. Each process
 takes batch_size / N images of every global batch (training/distributed.py);
 rank 0 alone writes files and the MLflow run.
@@ -15,14 +17,16 @@ rank 0 alone writes files and the MLflow run.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,17 +39,16 @@ from tqdm import tqdm
 
 from service.preprocessing import PreprocessSpec, normalize
 from training import distributed, efficientnet_lite
+from training.atomic import atomic_path
 from training.augment import augment
+from training.cli import run_stage, stage_parser
 from training.distributed import ONE_PROCESS, World
+from training.errors import MissingInputError, ParamsError
 from training.model import build_model, model_from_checkpoint, parameter_groups, pretrained_parameters
-from training.params import Params, load_params
-from training.prepare import PREPARED_DIR, load_split
+from training.params import Params, TrainParams, load_params
+from training.prepare import load_split
 from training.tracking import Tracker, tracked_run
 
-BEST_MODEL = Path("models/best_model.pth")
-CHECKPOINT = Path("models/checkpoint.pth")
-HISTORY = Path("reports/train_history.csv")
-TRAIN_METRICS = Path("reports/train.json")
 EVAL_BATCH = 256
 
 log = logging.getLogger("training.train")
@@ -53,7 +56,7 @@ log = logging.getLogger("training.train")
 
 def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible; set train.device: auto")
+        raise ParamsError("train.device is 'cuda' but no CUDA device is visible; set train.device: auto")
     if requested == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank)
@@ -118,7 +121,7 @@ def check_normalisation(params: Params) -> None:
     if params.model.arch == "efficientnet_lite0" and params.model.pretrained:
         expected = (efficientnet_lite.MEAN, efficientnet_lite.STD)
         if not np.allclose((spec.mean, spec.std), expected, atol=1e-4):
-            raise ValueError(
+            raise ParamsError(
                 f"preprocess mean/std {spec.mean}/{spec.std} do not match the EfficientNet-Lite0 ImageNet weights; "
                 f"set preprocess.mean to {[round(v, 6) for v in expected[0]]} "
                 f"and preprocess.std to {[round(v, 6) for v in expected[1]]}"
@@ -137,28 +140,42 @@ def run_fingerprint(params: Params, data_version: str) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
-def write_history(history: list[dict[str, float]]) -> None:
-    HISTORY.parent.mkdir(parents=True, exist_ok=True)
-    with HISTORY.open("w", newline="") as handle:
+def write_history(history: list[dict[str, float]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
 
 
 def save_checkpoint(state: dict[str, object], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
+    """Written beside `path`, then renamed: a run killed mid-write keeps the previous checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def arguments() -> argparse.ArgumentParser:
+    parser = stage_parser("training.train", __doc__)
+    parser.add_argument("prepared", type=Path, help="the uint8 caches prepare wrote")
+    parser.add_argument("data_report", type=Path, help="ingest's report, for the data_version")
+    parser.add_argument("best_model", type=Path, help="weights-only checkpoint to write; resume state goes beside it")
+    parser.add_argument("metrics", type=Path, help="JSON summary to write")
+    parser.add_argument("history", type=Path, help="CSV to write: one row per epoch")
+    return parser
 
 
 @record
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    args = arguments().parse_args(argv)
+    paths = TrainPaths(args.prepared, args.data_report, args.best_model, args.metrics, args.history)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
     cfg = params.train
     check_normalisation(params)
     world = distributed.current_world()
     if cfg.processes > 1 and not world.distributed:
-        sys.exit(distributed.launch(cfg.processes))
+        args = sys.argv[1:] if argv is None else argv
+        sys.exit(distributed.launch(cfg.processes, "training.train", args, paths.checkpoint))
     device = pick_device(cfg.device, world.local_rank)
     if device.type == "cpu":
         # Processes on one machine share its cores.
@@ -167,25 +184,98 @@ def main() -> None:
         torch.cuda.set_device(device)
     distributed.start(world, device, cfg.collective_timeout_s)
     try:
-        fit(params, world, device)
+        fit(params, world, device, paths)
     finally:
         distributed.stop(world)
 
 
-def fit(params: Params, world: World, device: torch.device) -> None:
-    cfg, spec = params.train, params.preprocess
-    torch.manual_seed(cfg.seed)
+@dataclass(frozen=True)
+class TrainPaths:
+    """Where the stage reads and writes; the resume checkpoint lives beside the best model."""
 
-    train_x, train_y = load_split(PREPARED_DIR, "train")
-    val_x, val_y = load_split(PREPARED_DIR, "val")
+    prepared: Path
+    data_report: Path
+    best_model: Path
+    metrics: Path
+    history: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.best_model.with_name("checkpoint.pth")
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The train split in memory (batches gather random rows, which a memory map would turn into disk
+    seeks), the validation split as prepared, and the version of the data they came from."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: np.ndarray
+    val_y: np.ndarray
+    version: str
+
+
+@dataclass
+class Learner:
+    """The model and everything that steps with it."""
+
+    model: nn.Module
+    average: AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: nn.Module
+    # Pretrained layers that may learn; during head_only_epochs they wait for the new head to settle.
+    trainable_backbone: list[nn.Parameter]
+
+    @property
+    def shipped(self) -> nn.Module:
+        """The weights that are validated and shipped: the moving average when there is one."""
+        return self.average.module if self.average is not None else self.model
+
+
+@dataclass
+class Progress:
+    """What a resumed run carries over: epochs done, the best validation accuracy, one row per epoch."""
+
+    epochs_done: int = 0
+    best_acc: float = -1.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+    def record(self, row: dict[str, float], val_acc: float, seconds: float) -> bool:
+        """Adds an epoch; True when its validation accuracy beats every earlier epoch's."""
+        self.history.append(row)
+        self.epochs_done = int(row["epoch"])
+        self.train_seconds += seconds
+        improved = val_acc > self.best_acc
+        self.best_acc = max(self.best_acc, val_acc)
+        return improved
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One epoch's training figures, summed over every process."""
+
+    loss_sum: float
+    correct: int
+    seen: int
+    seconds: float
+
+
+def load_data(cfg: TrainParams, paths: TrainPaths) -> TrainData:
+    train_x, train_y = load_split(paths.prepared, "train")
+    val_x, val_y = load_split(paths.prepared, "val")
     if cfg.max_train_images is not None:
         train_x, train_y = train_x[: cfg.max_train_images], train_y[: cfg.max_train_images]
-    # In memory: batches gather random rows, which a memory map would turn into disk seeks.
-    train_x_t = torch.from_numpy(np.array(train_x))
-    train_y_t = torch.from_numpy(np.array(train_y))
-    data_version = json.loads(Path("reports/data.json").read_text())["data_version"]
+    if not paths.data_report.is_file():
+        raise MissingInputError(f"{paths.data_report} is missing; run `python -m training.ingest` first")
+    version = json.loads(paths.data_report.read_text())["data_version"]
+    return TrainData(torch.from_numpy(np.array(train_x)), torch.from_numpy(np.array(train_y)), val_x, val_y, version)
 
-    arch = params.model
+
+def build_learner(params: Params, train_count: int, world: World, device: torch.device) -> Learner:
+    arch, cfg = params.model, params.train
     model = build_model(
         len(params.data.classes),
         arch.width,
@@ -198,9 +288,8 @@ def fit(params: Params, world: World, device: torch.device) -> None:
     average = weight_average(model, cfg.ema_decay) if cfg.ema_decay is not None else None
     groups = parameter_groups(model, arch.pretrained, cfg.lr, cfg.backbone_lr)
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    # Pretrained layers that may learn; during head_only_epochs they wait for the new head to settle.
     trainable_backbone = [p for p in pretrained_parameters(model) if p.requires_grad] if arch.pretrained else []
-    steps_per_epoch = len(distributed.shard_batches(torch.arange(len(train_y)), cfg.batch_size, 0, world.size))
+    steps_per_epoch = len(distributed.shard_batches(torch.arange(train_count), cfg.batch_size, 0, world.size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=[group["lr"] for group in groups],
@@ -209,153 +298,234 @@ def fit(params: Params, world: World, device: torch.device) -> None:
         pct_start=0.25,
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    return Learner(model, average, optimizer, scheduler, loss_fn, trainable_backbone)
 
-    fingerprint = run_fingerprint(params, data_version)
-    start_epoch, best_acc, history = 0, -1.0, []
-    if CHECKPOINT.exists():
-        state = torch.load(CHECKPOINT, map_location=device, weights_only=False)
-        if state["fingerprint"] == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if average is not None:
-                average.load_state_dict(state["average"])
-            start_epoch, best_acc, history = state["epoch"], state["best_acc"], state["history"]
-            log.info("resuming from %s at epoch %d", CHECKPOINT, start_epoch + 1)
-        else:
-            log.info("ignoring %s: it belongs to different params or data", CHECKPOINT)
-    # Built after loading so every rank starts from the same weights; unused parameters only
-    # occur while head_only_epochs keeps the backbone still.
-    replicated = (
-        DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=cfg.head_only_epochs > start_epoch,
-        )
-        if world.distributed
-        else model
-    )
-    # The weights that are validated and shipped: the moving average when there is one.
-    shipped = average.module if average is not None else model
+
+def resume(learner: Learner, fingerprint: str, checkpoint: Path, device: torch.device) -> Progress:
+    """Loads the interrupted run's state into `learner` when the checkpoint is this run's."""
+    if not checkpoint.exists():
+        return Progress()
+    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    if state["fingerprint"] != fingerprint:
+        log.info("ignoring %s: it belongs to different params or data", checkpoint)
+        return Progress()
+    learner.model.load_state_dict(state["model"])
+    learner.optimizer.load_state_dict(state["optimizer"])
+    learner.scheduler.load_state_dict(state["scheduler"])
+    if learner.average is not None:
+        learner.average.load_state_dict(state["average"])
+    log.info("resuming from %s at epoch %d", checkpoint, state["epoch"] + 1)
+    history = state["history"]
+    return Progress(state["epoch"], state["best_acc"], history, sum(row["seconds"] for row in history))
+
+
+def replicate(model: nn.Module, world: World, device: torch.device, backbone_still: bool) -> nn.Module:
+    """The module the steps run through: DDP across processes, else the model itself.
+
+    Built after resuming so every rank starts from the same weights; unused parameters only
+    occur while head_only_epochs keeps the backbone still.
+    """
+    if not world.distributed:
+        return model
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=backbone_still)
+
+
+def logged_params(params: Params, data_version: str, device: torch.device) -> dict[str, object]:
+    spec = params.preprocess
+    return {
+        f"{section}.{key}": value
+        for section in ("model", "train")
+        for key, value in asdict(getattr(params, section)).items()
+    } | {
+        "preprocess.image_size": spec.image_size,
+        "preprocess.mean": list(spec.mean),
+        "preprocess.std": list(spec.std),
+        "data_version": data_version,
+        "device": device.type,
+    }
+
+
+def fit(params: Params, world: World, device: torch.device, paths: TrainPaths) -> None:
+    cfg = params.train
+    torch.manual_seed(cfg.seed)
+    data = load_data(cfg, paths)
+    learner = build_learner(params, len(data.train_y), world, device)
+    fingerprint = run_fingerprint(params, data.version)
+    progress = resume(learner, fingerprint, paths.checkpoint, device)
+    replicated = replicate(learner.model, world, device, backbone_still=cfg.head_only_epochs > progress.epochs_done)
 
     run = tracked_run(params.mlflow.experiment, run_name=f"train-{fingerprint}") if world.is_main else None
     with run if run is not None else nullcontext(Tracker(None)) as tracker:
-        tracker.log_params(
-            {
-                f"{section}.{key}": value
-                for section in ("model", "train")
-                for key, value in asdict(getattr(params, section)).items()
-            }
-            | {
-                "preprocess.image_size": spec.image_size,
-                "preprocess.mean": list(spec.mean),
-                "preprocess.std": list(spec.std),
-                "data_version": data_version,
-                "device": device.type,
-            }
-        )
-        train_seconds = sum(row["seconds"] for row in history)
-        for epoch in range(start_epoch, cfg.epochs):
-            replicated.train()
-            for parameter in trainable_backbone:
-                parameter.requires_grad_(epoch >= cfg.head_only_epochs)
-            started = time.perf_counter()
-            order = distributed.epoch_order(len(train_y), cfg.seed, epoch)
-            batches = distributed.shard_batches(order, cfg.batch_size, world.rank, world.size)
-            generator = distributed.augmentation_generator(cfg.seed, epoch, world.rank)
-            seen, loss_sum, correct = 0, 0.0, 0
-            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not world.is_main)
-            for batch_idx in bar:
-                crops = augment(train_x_t[batch_idx], cfg.scale_min, cfg.jitter, generator, cfg.crop_size)
-                x = to_input(crops, spec, device)
-                y = train_y_t[batch_idx].to(device, non_blocking=True)
-                with autocast(device):
-                    logits = replicated(x).float()
-                loss = loss_fn(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                if average is not None:
-                    average.update_parameters(model)
-                seen += len(y)
-                loss_sum += loss.item() * len(y)
-                correct += (logits.argmax(1) == y).sum().item()
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-            epoch_seconds = time.perf_counter() - started
-            train_seconds += epoch_seconds
-            loss_sum, correct, seen = distributed.sum_across([loss_sum, correct, seen], world, device)
-            distributed.share_from_main(shipped, world)
-            val_loss, val_acc = evaluate_cached(shipped, val_x, val_y, spec, device, world)
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": round(loss_sum / seen, 5),
-                "train_accuracy": round(correct / seen, 5),
-                "val_loss": round(val_loss, 5),
-                "val_accuracy": round(val_acc, 5),
-                "lr": scheduler.get_last_lr()[0],
-                "seconds": round(epoch_seconds, 2),
-                "images_per_second": round(seen / epoch_seconds, 1),
-            }
-            history.append(row)
+        tracker.log_params(logged_params(params, data.version, device))
+        for epoch in range(progress.epochs_done, cfg.epochs):
+            stats = train_epoch(replicated, learner, data, params, epoch, world, device)
+            val_loss, val_acc = validate(learner, data, params.preprocess, world, device)
+            row = epoch_row(epoch, stats, val_loss, val_acc, learner.scheduler.get_last_lr()[0])
+            improved = progress.record(row, val_acc, stats.seconds)
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-            improved = val_acc > best_acc
-            best_acc = max(best_acc, val_acc)
-            if not world.is_main:
-                continue
-            log.info(json.dumps(row))
-            if improved:
-                save_checkpoint(
-                    {
-                        "state_dict": shipped.state_dict(),
-                        "classes": list(params.data.classes),
-                        "model": asdict(params.model),
-                        "preprocessing": spec.to_json(),
-                        "epoch": epoch + 1,
-                        "val_accuracy": val_acc,
-                        "data_version": data_version,
-                    },
-                    BEST_MODEL,
-                )
-            save_checkpoint(
-                {
-                    "fingerprint": fingerprint,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "average": average.state_dict() if average is not None else None,
-                    "epoch": epoch + 1,
-                    "best_acc": best_acc,
-                    "history": history,
-                },
-                CHECKPOINT,
-            )
+            if world.is_main:
+                log.info(json.dumps(row))
+                save_checkpoints(learner, progress, params, fingerprint, data.version, paths, improved)
         if not world.is_main:
             return
+        best = write_reports(progress, len(data.train_y), params, world, device, tracker.run_id, paths)
+        log_outputs(tracker, best, params, data.val_x, paths)
+    paths.checkpoint.unlink(missing_ok=True)
+    log.info("best val accuracy %.4f at epoch %d -> %s", best["val_accuracy"], best["epoch"], paths.best_model)
 
-        write_history(history)
-        best = max(history, key=lambda r: r["val_accuracy"])
-        summary = {
-            "best_val_accuracy": best["val_accuracy"],
-            "best_epoch": best["epoch"],
-            "epochs": cfg.epochs,
-            "train_images": len(train_y),
-            "train_seconds": round(train_seconds, 1),
-            "images_per_second": round(sum(r["images_per_second"] for r in history) / len(history), 1),
-            "device": device.type,
-            "processes": world.size,
-            "mlflow_run_id": tracker.run_id,
+
+def train_epoch(
+    replicated: nn.Module,
+    learner: Learner,
+    data: TrainData,
+    params: Params,
+    epoch: int,
+    world: World,
+    device: torch.device,
+) -> EpochStats:
+    """One pass over this rank's shard of the training set."""
+    cfg = params.train
+    replicated.train()
+    for parameter in learner.trainable_backbone:
+        parameter.requires_grad_(epoch >= cfg.head_only_epochs)
+    started = time.perf_counter()
+    order = distributed.epoch_order(len(data.train_y), cfg.seed, epoch)
+    rows = distributed.shard_batches(order, cfg.batch_size, world.rank, world.size)
+    batches = training_batches(data, rows, params, epoch, world, device)
+    seen, loss_sum, correct = 0, 0.0, 0
+    bar = tqdm(
+        batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=len(rows), unit="batch", disable=not world.is_main
+    )
+    for x, y in bar:
+        loss, logits = train_step(replicated, learner, x, y, device)
+        seen += len(y)
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    seconds = time.perf_counter() - started
+    loss_sum, correct, seen = distributed.sum_across([loss_sum, correct, seen], world, device)
+    return EpochStats(loss_sum, correct, seen, seconds)
+
+
+def training_batches(
+    data: TrainData, rows: list[torch.Tensor], params: Params, epoch: int, world: World, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(model input, labels) on `device` for each batch of row indices: augmented, then normalised."""
+    cfg = params.train
+    generator = distributed.augmentation_generator(cfg.seed, epoch, world.rank)
+    for batch_rows in rows:
+        crops = augment(data.train_x[batch_rows], cfg.scale_min, cfg.jitter, generator, cfg.crop_size)
+        yield to_input(crops, params.preprocess, device), data.train_y[batch_rows].to(device, non_blocking=True)
+
+
+def train_step(
+    replicated: nn.Module, learner: Learner, x: torch.Tensor, y: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, logits) of one batch, after the optimizer, schedule and weight average have stepped."""
+    with autocast(device):
+        logits = replicated(x).float()
+    loss = learner.loss_fn(logits, y)
+    learner.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    learner.optimizer.step()
+    learner.scheduler.step()
+    if learner.average is not None:
+        learner.average.update_parameters(learner.model)
+    return loss, logits
+
+
+def validate(
+    learner: Learner, data: TrainData, spec: PreprocessSpec, world: World, device: torch.device
+) -> tuple[float, float]:
+    """(loss, accuracy) of the shipped weights on the validation split."""
+    distributed.share_from_main(learner.shipped, world)
+    return evaluate_cached(learner.shipped, data.val_x, data.val_y, spec, device, world)
+
+
+def epoch_row(epoch: int, stats: EpochStats, val_loss: float, val_acc: float, lr: float) -> dict[str, float]:
+    return {
+        "epoch": epoch + 1,
+        "train_loss": round(stats.loss_sum / stats.seen, 5),
+        "train_accuracy": round(stats.correct / stats.seen, 5),
+        "val_loss": round(val_loss, 5),
+        "val_accuracy": round(val_acc, 5),
+        "lr": lr,
+        "seconds": round(stats.seconds, 2),
+        "images_per_second": round(stats.seen / stats.seconds, 1),
+    }
+
+
+def save_checkpoints(
+    learner: Learner,
+    progress: Progress,
+    params: Params,
+    fingerprint: str,
+    data_version: str,
+    paths: TrainPaths,
+    new_best: bool,
+) -> None:
+    """The shipped weights when this epoch beat the best so far, and always the state to resume from."""
+    if new_best:
+        best = {
+            "state_dict": learner.shipped.state_dict(),
+            "classes": list(params.data.classes),
+            "model": asdict(params.model),
+            "preprocessing": params.preprocess.to_json(),
+            "epoch": progress.epochs_done,
+            "val_accuracy": progress.best_acc,
+            "data_version": data_version,
         }
-        TRAIN_METRICS.write_text(json.dumps(summary, indent=2) + "\n")
-        tracker.log_metrics({"best_val_accuracy": best["val_accuracy"]}, step=cfg.epochs)
-        for artifact in (HISTORY, TRAIN_METRICS, BEST_MODEL):
-            tracker.log_artifact(artifact)
-        best_model = model_from_checkpoint(torch.load(BEST_MODEL, weights_only=True))
-        example = normalize(val_x[:1], spec)
-        tracker.log_torch_model(best_model.eval(), example, [f"torch=={torch.__version__.split('+')[0]}"])
-    CHECKPOINT.unlink(missing_ok=True)
-    log.info("best val accuracy %.4f at epoch %d -> %s", best["val_accuracy"], best["epoch"], BEST_MODEL)
+        save_checkpoint(best, paths.best_model)
+    resumable = {
+        "fingerprint": fingerprint,
+        "model": learner.model.state_dict(),
+        "optimizer": learner.optimizer.state_dict(),
+        "scheduler": learner.scheduler.state_dict(),
+        "average": learner.average.state_dict() if learner.average is not None else None,
+        "epoch": progress.epochs_done,
+        "best_acc": progress.best_acc,
+        "history": progress.history,
+    }
+    save_checkpoint(resumable, paths.checkpoint)
+
+
+def write_reports(
+    progress: Progress,
+    train_count: int,
+    params: Params,
+    world: World,
+    device: torch.device,
+    run_id: str | None,
+    paths: TrainPaths,
+) -> dict[str, float]:
+    """Writes the history and the summary; returns the best epoch's row."""
+    history = progress.history
+    write_history(history, paths.history)
+    best = max(history, key=lambda r: r["val_accuracy"])
+    summary = {
+        "best_val_accuracy": best["val_accuracy"],
+        "best_epoch": best["epoch"],
+        "epochs": params.train.epochs,
+        "train_images": train_count,
+        "train_seconds": round(progress.train_seconds, 1),
+        "images_per_second": round(sum(r["images_per_second"] for r in history) / len(history), 1),
+        "device": device.type,
+        "processes": world.size,
+        "mlflow_run_id": run_id,
+    }
+    paths.metrics.write_text(json.dumps(summary, indent=2) + "\n")
+    return best
+
+
+def log_outputs(tracker: Tracker, best: dict[str, float], params: Params, val_x: np.ndarray, paths: TrainPaths) -> None:
+    tracker.log_metrics({"best_val_accuracy": best["val_accuracy"]}, step=params.train.epochs)
+    for artifact in (paths.history, paths.metrics, paths.best_model):
+        tracker.log_artifact(artifact)
+    best_model = model_from_checkpoint(torch.load(paths.best_model, weights_only=True))
+    example = normalize(val_x[:1], params.preprocess)
+    tracker.log_torch_model(best_model.eval(), example, [f"torch=={torch.__version__.split('+')[0]}"])
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -19,7 +19,6 @@ from export.parity import check_parity
 from service.metadata import INPUT_NAME, ModelMetadata
 from service.preprocessing import PreprocessSpec
 from tests.helpers.paths import MINI_ZIP
-from training.dataset import split_images
 from training.model import WithSoftmax, build_model
 
 pytestmark = pytest.mark.slow
@@ -124,10 +123,6 @@ def test_export_stage_with_broken_normalisation_fails_and_keeps_previous_model(
     Path("split.csv").write_text(
         "path,label,sha256,split\n" + "".join(f"{name},cat,{i:064x},val\n" for i, (name, _) in enumerate(real_images))
     )
-    monkeypatch.setattr(
-        "export.export.split_images",
-        lambda split, limit: split_images(split, limit, images_zip=Path("images.zip"), split_csv=Path("split.csv")),
-    )
     torch.save(
         {
             "state_dict": model.net.state_dict(),
@@ -149,7 +144,17 @@ def test_export_stage_with_broken_normalisation_fails_and_keeps_previous_model(
         real_stamp(proto, dataclasses.replace(metadata, preprocessing=broken))
 
     monkeypatch.setattr("export.export.stamp_metadata", stamp_wrong_normalisation)
-    report = export_model(Path("best.pth"), previous, Path("parity.json"), 18, 64, 1e-4, flip_tta=False)
+    report = export_model(
+        Path("best.pth"),
+        previous,
+        Path("parity.json"),
+        18,
+        64,
+        1e-4,
+        flip_tta=False,
+        images_zip=Path("images.zip"),
+        split_csv=Path("split.csv"),
+    )
     assert report["passed"] is False
     assert previous.read_bytes() == b"previous model"
     assert json.loads(Path("parity.json").read_text())["passed"] is False

@@ -25,8 +25,11 @@ from export.parity import ParityReport, check_parity
 from service.metadata import ModelMetadata
 from service.model import SessionTuning, load_model
 from service.preprocessing import PreprocessSpec
+from tests.stages import stage_args
 from training.params import load_params
 
+ARGS = stage_args("export")  # the stage's paths, as dvc.yaml passes them
+PATHS = export.export.arguments().parse_args(ARGS)
 SPEC = PreprocessSpec(image_size=8, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
@@ -175,9 +178,10 @@ def assert_asked_for_params_yaml_gate(calls: list[inspect.BoundArguments]) -> No
     """main() must hand the stage params.yaml's own tolerance and image count, and the stage's paths."""
     (call,) = calls
     cfg = load_params().export
-    assert call.arguments["best_model"] == export.export.BEST_MODEL
-    assert call.arguments["dest"] == export.export.ONNX_MODEL
-    assert call.arguments["report_path"] == export.export.PARITY_REPORT
+    assert call.arguments["best_model"] == PATHS.best_model
+    assert call.arguments["dest"] == PATHS.onnx_model
+    assert call.arguments["report_path"] == PATHS.parity_report
+    assert call.arguments["images_zip"] == PATHS.images_zip and call.arguments["split_csv"] == PATHS.split_csv
     assert call.arguments["atol"] == cfg.parity_atol and call.arguments["parity_images"] == cfg.parity_images
     assert call.arguments["opset"] == cfg.opset and call.arguments["flip_tta"] == cfg.flip_tta
 
@@ -189,13 +193,13 @@ def test_export_main_exits_1_and_says_why_when_the_gate_fails(
     monkeypatch.setattr(export.export, "export_model", fake_stage(failing_report(), calls))
     caplog.set_level(logging.INFO)
     with pytest.raises(SystemExit) as exit_info:
-        export.export.main()
+        export.export.main(ARGS)
     assert exit_info.value.code == 1
     assert_asked_for_params_yaml_gate(calls)
     (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert line == (
         "parity gate FAILED: 3 class mismatches, max |diff| 2.50e-03 > 1e-04 (worst: cat/abc.jpg). "
-        f"{export.export.ONNX_MODEL} left unchanged."
+        f"{PATHS.onnx_model} left unchanged."
     )
     assert not [r for r in caplog.records if "parity passed" in r.getMessage()]
 
@@ -207,11 +211,11 @@ def test_export_main_returns_normally_when_the_gate_passes(
     passing = stage_report(ParityReport(64, 0, 3e-7, 1e-4, "cat/abc.jpg"))
     monkeypatch.setattr(export.export, "export_model", fake_stage(passing, calls))
     caplog.set_level(logging.INFO)
-    export.export.main()
+    export.export.main(ARGS)
     assert_asked_for_params_yaml_gate(calls)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     (line,) = [r.getMessage() for r in caplog.records if "parity passed" in r.getMessage()]
-    assert line == f"parity passed on 64 images (max |diff| 3.00e-07); wrote {export.export.ONNX_MODEL}"
+    assert line == f"parity passed on 64 images (max |diff| 3.00e-07); wrote {PATHS.onnx_model}"
 
 
 def test_export_main_prints_its_verdict_on_the_console_without_onnx_chatter(
@@ -225,12 +229,12 @@ def test_export_main_prints_its_verdict_on_the_console_without_onnx_chatter(
     monkeypatch.setattr(logging.root, "level", logging.WARNING)
     for chatty in ("onnx_ir", "onnxscript"):
         monkeypatch.setattr(logging.getLogger(chatty), "level", logging.NOTSET)
-    export.export.main()
+    export.export.main(ARGS)
     logging.getLogger("onnx_ir.passes").info("chatter")
     logging.getLogger("onnxscript.rewriter").info("chatter")
     console = capsys.readouterr().err.splitlines()
     assert [line for line in console if "parity" in line] == [
-        f"INFO export: parity passed on 64 images (max |diff| 3.00e-07); wrote {export.export.ONNX_MODEL}"
+        f"INFO export: parity passed on 64 images (max |diff| 3.00e-07); wrote {PATHS.onnx_model}"
     ]
     assert not [line for line in console if "chatter" in line]
 

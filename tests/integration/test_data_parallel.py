@@ -8,7 +8,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import yaml
 from tests.helpers.commands import venv_env
 from tests.helpers.paths import MINI_ZIP, REPO
 from tests.helpers.pipeline import TINY_PARAMS, set_params
+from tests.stages import stage_command
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (work / "params.yaml").write_text((REPO / "params.yaml").read_text())
     set_params(work / "params.yaml", TINY_PARAMS)
     for stage in ("ingest", "split", "prepare"):
-        status = _wait(_start(work, f"training.{stage}"))
+        status = _wait(_start(work, stage))
         assert status == 0, f"training.{stage} failed: {(work / 'stage.log').read_text()[-4000:]}"
     return work
 
@@ -59,11 +59,11 @@ def _workspace(prepared: Path, dest: Path, processes: int) -> Path:
     return dest
 
 
-def _start(workspace: Path, module: str = "training.train") -> subprocess.Popen[bytes]:
+def _start(workspace: Path, stage: str = "train") -> subprocess.Popen[bytes]:
     """The stage's own command in its own session, so a test can stop every process it started."""
     with (workspace / "stage.log").open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", module],
+            stage_command(stage),
             cwd=workspace,
             env=venv_env() | {"PYTHONPATH": str(REPO)},
             stdout=log,

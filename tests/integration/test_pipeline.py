@@ -20,6 +20,7 @@ from service.model import SessionTuning, load_model
 from tests.helpers.commands import copy_working_tree, run_checked, venv_env
 from tests.helpers.paths import MINI_ZIP, REPO
 from tests.helpers.pipeline import TINY_PARAMS, set_params
+from tests.stages import stage_command
 from training.dataset import split_images
 from training.params import load_params
 
@@ -33,10 +34,10 @@ def _copy_from(pipeline: Path, dest: Path, *names: str) -> None:
         shutil.copy2(pipeline / name, dest / name)
 
 
-def _run_stage(module: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """A stage's own entry point as the pipeline runs it; the caller checks the exit status."""
+def _run_stage(stage: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A stage's own command as the pipeline runs it; the caller checks the exit status."""
     return subprocess.run(
-        [sys.executable, "-m", module],
+        stage_command(stage),
         cwd=cwd,
         env=venv_env() | {"PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -111,7 +112,7 @@ def test_failed_parity_gate_exits_non_zero_and_keeps_the_previous_model(pipeline
     set_params(tmp_path / "params.yaml", {"export": {"parity_atol": 1e-12}})
     previous = tmp_path / "models" / "model_fp32.onnx"
     previous.write_bytes(b"the model that was exported before")
-    result = _run_stage("export.export", tmp_path)
+    result = _run_stage("export", tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "parity gate FAILED: 0 class mismatches" in result.stderr
     assert previous.read_bytes() == b"the model that was exported before"
@@ -213,7 +214,7 @@ def test_refused_quantize_guard_serves_fp32_exits_zero_and_warns_in_one_line(pip
     _copy_from(pipeline, tmp_path, "params.yaml", "models/model_fp32.onnx", "data/clean/images.zip", "data/split.csv")
     # Bars no int8 file can meet: more than 100% agreement, not even the photo floor tolerated.
     set_params(tmp_path / "params.yaml", {"quantize": {"min_agreement": 1.01, "tolerated_photos": -1}})
-    result = _run_stage("export.quantize", tmp_path)
+    result = _run_stage("quantize", tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     warning = [line for line in result.stderr.splitlines() if "quantize guard refused int8" in line]
     assert len(warning) == 1 and warning[0].startswith("WARNING export.quantize: "), result.stderr

@@ -11,6 +11,7 @@ import yaml
 
 from tests.helpers.commands import require_tool
 from tests.helpers.paths import REPO, load_yaml
+from tests.stages import stage_args
 
 TRAINING = REPO / "deploy" / "k8s" / "training"
 CORE = ["pvc.yaml", "prepare-job.yaml"]
@@ -79,6 +80,7 @@ def test_every_pod_runs_torchrun_on_the_train_module_with_the_operators_rendezvo
         assert container["name"] == "pytorch", "the operator injects its env into the container named pytorch"
         # No --nnodes/--node-rank/--master-addr: torchrun reads them from the operator's PET_* variables.
         assert container["command"] == ["python", "-m", "torch.distributed.run", "-m", "training.train"]
+        assert container["args"] == stage_args("train"), "the train stage's paths, as dvc.yaml passes them"
 
 
 def test_every_rank_shares_the_prepared_data_and_the_checkpoint_folder() -> None:

@@ -22,6 +22,7 @@ from export import export, quantize
 from service.metadata import ModelMetadata
 from tests.helpers.network import free_port
 from tests.helpers.paths import REPO
+from tests.stages import stage_args
 from training import evaluate
 from training.metrics import classification_report
 from training.params import Params, load_params
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.slow
 BUNDLED = REPO / "models" / "model.onnx"
 PARAMS = load_params(REPO / "params.yaml")
 NAME, ALIAS = PARAMS.mlflow.registered_model, PARAMS.mlflow.champion_alias
+EVAL = evaluate.arguments().parse_args(stage_args("evaluate"))  # where dvc.yaml has evaluate write
+EVAL_OUTPUTS = evaluate.EvalOutputs(EVAL.metrics, EVAL.report, EVAL.predictions, EVAL.roc, EVAL.misclassified)
 
 
 def _write(path: str | Path, value: object) -> Path:
@@ -70,11 +73,11 @@ def _evaluate(params: Params, right_per_class: int) -> str | None:
     model.parent.mkdir(exist_ok=True)
     shutil.copyfile(BUNDLED, model)
     figures = {"accuracy": report["accuracy"], "roc_auc": report["roc_auc"], "format": "int8"}
-    for path, value in ((evaluate.METRICS, figures), (evaluate.REPORT, report)):
+    for path, value in ((EVAL_OUTPUTS.metrics, figures), (EVAL_OUTPUTS.report, report)):
         _write(path, value)
-    _write(evaluate.EVAL_DIR / "roc.csv", "fpr,tpr,threshold\n0,0,1\n1,1,0\n")
-    _write(evaluate.EVAL_DIR / "misclassified.json", [])
-    return evaluate.track(report, figures, model, params)
+    _write(EVAL_OUTPUTS.roc, "fpr,tpr,threshold\n0,0,1\n1,1,0\n")
+    _write(EVAL_OUTPUTS.misclassified, [])
+    return evaluate.track(report, figures, model, params, EVAL_OUTPUTS)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 import yaml
 
 from tests.helpers.paths import REPO
+from tests.stages import stage_command
 from training.nested import unwrap
 from training.sources import SourceError
 
@@ -37,7 +37,7 @@ def test_kaggle_competition_zip_is_ingested_from_its_labelled_inner_archive(tmp_
     params["data"]["source"] = str(source)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = subprocess.run(
-        [sys.executable, "-m", "training.ingest"],
+        stage_command("ingest"),
         cwd=tmp_path,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
         capture_output=True,

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from tests.helpers.network import free_port
 from tests.helpers.paths import REPO
+from tests.stages import stage_command
 from training import tracking
 from training.tracking import (
     DVC_EXP_BASELINE_REV,
@@ -224,15 +225,15 @@ def test_train_that_raises_ends_its_own_run_failed(store: MlflowClient) -> None:
 def test_the_evaluate_stage_failing_as_a_process_marks_the_run_failed(
     store: MlflowClient, store_dir: Path, tmp_path: Path
 ) -> None:
-    """`python -m training.evaluate` as dvc runs it, with no model to score: the `__main__` wiring."""
+    """The evaluate stage's command as dvc.yaml runs it, with no model to score: the `__main__` wiring."""
     run_id = _trained(tmp_path / "reports/train.json")
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env |= {"PYTHONPATH": str(REPO), "DVC_ROOT": str(store_dir)}  # as under dvc: the project's store
     result = subprocess.run(
-        [sys.executable, "-m", "training.evaluate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        stage_command("evaluate"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
-    assert result.returncode != 0
+    assert result.returncode == 1 and "error:" in result.stderr, result.stderr[-2000:]  # the stage's one-line error
     run = store.get_run(run_id)
     assert (run.info.status, run.data.tags["failed_stage"]) == ("FAILED", "evaluate"), result.stderr[-2000:]
 

@@ -14,6 +14,10 @@ import yaml
 
 import training.train as train
 from tests.helpers.paths import REPO
+from tests.stages import stage_args
+from training.errors import ParamsError
+
+ARGS = stage_args("train")  # the paths dvc.yaml passes, relative to the workspace
 
 
 @pytest.fixture
@@ -48,7 +52,7 @@ def _history() -> list[dict[str, str]]:
 
 @pytest.mark.slow
 def test_training_writes_weights_only_best_model_history_and_metrics(workspace: Path) -> None:
-    train.main()
+    train.main(ARGS)
     checkpoint = torch.load("models/best_model.pth", weights_only=True)
     assert checkpoint["classes"] == ["cat", "dog"]
     assert checkpoint["data_version"] == "test-version"
@@ -79,13 +83,13 @@ def test_interrupted_training_resumes_from_last_checkpoint(
 
     monkeypatch.setattr(train, "evaluate_cached", evaluate_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train.main()
+        train.main(ARGS)
     assert Path("models/checkpoint.pth").exists()
     first_epoch = torch.load("models/checkpoint.pth", weights_only=False)["history"][0]
 
     monkeypatch.setattr(train, "evaluate_cached", real_evaluate)
     caplog.set_level("INFO")
-    train.main()
+    train.main(ARGS)
     assert "resuming from models/checkpoint.pth at epoch 2" in caplog.text
     history = _history()
     assert len(history) == 2
@@ -97,7 +101,7 @@ def test_checkpoint_from_other_params_is_not_resumed(workspace: Path, caplog: py
     Path("models").mkdir()
     torch.save({"fingerprint": "someone-else"}, "models/checkpoint.pth")
     caplog.set_level("INFO")
-    train.main()
+    train.main(ARGS)
     assert "ignoring models/checkpoint.pth" in caplog.text
     assert len(_history()) == 2
 
@@ -105,11 +109,11 @@ def test_checkpoint_from_other_params_is_not_resumed(workspace: Path, caplog: py
 def test_cuda_request_without_gpu_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert train.pick_device("auto").type == "cpu"
-    with pytest.raises(RuntimeError, match="train.device: auto"):
+    with pytest.raises(ParamsError, match="train.device: auto"):
         train.pick_device("cuda")
 
 
 def test_prepared_data_missing_names_the_stage_to_run(workspace: Path) -> None:
     shutil.rmtree("data/prepared")
     with pytest.raises(FileNotFoundError, match="training.prepare"):
-        train.main()
+        train.main(ARGS)
