@@ -331,16 +331,22 @@ def failure_marks_run(stage: str, report: Path = TRAIN_REPORT) -> Iterator[None]
     """Run a stage that follows train; if it raises or exits non-zero, mark the model's run FAILED
     (KILLED on Ctrl-C) with a `failed_stage` tag, so MLflow never shows a model whose pipeline broke
     as finished. Train's own run is ended FAILED by `tracked_run`; a later success of the stage
-    finishes the run again and drops the tag."""
+    finishes the run again and drops the tag. Exit status 2 is argparse's usage error: the stage
+    never started, so the model has nothing to answer for."""
     try:
         yield
     except BaseException as exc:
-        if not (isinstance(exc, SystemExit) and exc.code in (0, None)):
-            _mark(train_run_id(report), stage, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        if not (isinstance(exc, SystemExit) and exc.code in (0, None, 2)):
+            _mark(report, stage, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
 
 
-def _mark(run_id: str | None, stage: str, status: str) -> None:
+def _mark(report: Path, stage: str, status: str) -> None:
+    """Quietly, beside the stage's own one-line error: no run recorded means nothing to mark."""
+    try:
+        run_id = json.loads(report.read_text()).get("mlflow_run_id")
+    except (OSError, ValueError):
+        return
     if not run_id:
         return
     try:
@@ -350,6 +356,6 @@ def _mark(run_id: str | None, stage: str, status: str) -> None:
         client = mlflow.MlflowClient()
         client.set_tag(run_id, FAILED_STAGE_TAG, stage)
         client.set_terminated(run_id, status=status)
-        log.warning("MLflow run %s marked %s: %s failed", run_id, status, stage)
+        log.debug("MLflow run %s marked %s: %s failed", run_id, status, stage)
     except Exception as exc:  # noqa: BLE001 - the stage's own error is what the user must see
         log.warning("MLflow run %s could not be marked %s (%s)", run_id, status, exc)

@@ -206,12 +206,23 @@ def test_a_stage_that_raises_marks_the_run(
     assert store.get_run(run_id).info.status == status
 
 
-def test_a_stage_that_exits_zero_leaves_the_run_finished(store: MlflowClient, tmp_path: Path) -> None:
+@pytest.mark.parametrize("code", [0, 2])  # 2: argparse's usage error, before the stage does anything
+def test_a_stage_that_exits_zero_or_on_a_usage_error_leaves_the_run_finished(
+    store: MlflowClient, tmp_path: Path, code: int
+) -> None:
     report = tmp_path / "reports/train.json"
     run_id = _trained(report)
     with pytest.raises(SystemExit), failure_marks_run("quantize", report):
-        sys.exit(0)
+        sys.exit(code)
     assert store.get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_stage_failing_without_a_recorded_run_adds_nothing_to_its_error(
+    store: MlflowClient, tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(SystemExit), failure_marks_run("export", tmp_path / "reports/train.json"):
+        sys.exit("error: no checkpoint at models/best_model.pth; run `dvc repro train`")
+    assert caplog.text == "" and capfd.readouterr().err == ""
 
 
 def test_train_that_raises_ends_its_own_run_failed(store: MlflowClient) -> None:
