@@ -185,7 +185,7 @@ def test_quickstart_compares_the_experiment_with_metrics_diff_and_make_exps(
     for column in ("accuracy", "train.epochs", "preprocess.image_size"):
         assert column in header, header
     assert "data/clean" not in shown and "…" not in header, shown  # no dependency hashes, nothing folded
-    row = next(line for line in lines if EXPERIMENT in line.split())
+    row = next(line for line in lines if f"[{EXPERIMENT}]" in line.split())
     assert "2" in row.split() and "96" in row.split(), row
 
 
@@ -209,7 +209,15 @@ def served(clone: Path, tmp_path: Path) -> Iterator[int]:
 
 def test_quickstart_curl_gets_the_answer_the_readme_shows(clone: Path, served: int) -> None:
     command = readme_command("curl -F file=@deploy/samples/cat.jpg ")
-    body = json.loads(_sh(command.replace("localhost:8000", f"localhost:{served}"), clone))
+    curl = subprocess.run(
+        ["sh", "-c", command.replace("localhost:8000", f"localhost:{served}")],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    body = json.loads(curl.stdout)  # curl's progress meter goes to stderr
     shown = re.search(r"^# (\{\"predicted_class\".*)$", README, re.M)
     assert shown, "the README shows the curl's answer on the line after it"
     expected = json.loads(shown[1].replace(",…}", "}"))
