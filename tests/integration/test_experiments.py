@@ -180,8 +180,9 @@ def test_quickstart_compares_the_experiment_with_metrics_diff_and_make_exps(
     shown = _sh(readme_command("make exps"), clone, COLUMNS="120")
     print(shown)
     lines = shown.splitlines()
-    assert max(len(line) for line in lines) <= 120, shown
-    header = next(line for line in lines if "Experiment" in line)
+    table = lines[next(i for i, line in enumerate(lines) if line.strip().startswith("─")) :]  # after make's echo
+    assert max(len(line) for line in table) <= 120, shown
+    header = next(line for line in table if line.split()[:1] == ["Experiment"])
     for column in ("accuracy", "train.epochs", "preprocess.image_size"):
         assert column in header, header
     assert "data/clean" not in shown and "…" not in header, shown  # no dependency hashes, nothing folded
