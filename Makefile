@@ -106,7 +106,7 @@ sweep-cnn: setup
 
 ## Latency/throughput/memory of the real server vs a PyTorch-eager baseline; model-only cost.
 bench: setup setup-serve
-	$(VENV)/bin/python benchmarks/bench_service.py
+	$(VENV)/bin/python benchmarks/bench_service.py --torch --soak-seconds 60
 	$(SERVE_VENV)/bin/python benchmarks/bench_model.py
 
 ## Mutation testing of the contract modules (mutmut; slow, so not part of `make test`): docs/testing.md.

@@ -21,6 +21,7 @@ from service import docs
 from service.config import Settings
 from service.connections import ConnectionGuard
 from service.errors import ApiError, handle
+from service.fleet import WorkerRole
 from service.host import ModelHost
 from service.limits import InFlightLimiter, UploadLimitMiddleware
 from service.metrics import Metrics
@@ -33,24 +34,27 @@ from service.v2 import V2Endpoints
 log = logging.getLogger("catsdogs.app")
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, role: WorkerRole | None = None) -> Starlette:
+    """One process's app; `role` when it is one of several worker processes (service/supervisor.py)."""
     settings = settings or Settings.from_env()
-    metrics = Metrics()
-    host = ModelHost(settings, metrics)
+    metrics = Metrics(multiprocess=role is not None)
+    host = ModelHost(settings, metrics, role)
     limiter = InFlightLimiter(settings.max_in_flight)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if not host.ready:  # `python -m service` loads it before uvicorn; `uvicorn --factory` gets here first
+        if not host.loaded:  # `python -m service` loads it before uvicorn; `uvicorn --factory` gets here first
             try:
                 await host.load()
             except ModelError as exc:
                 log.critical("cannot start: %s", exc)  # one clear line before uvicorn's generic failure
                 raise
         restore = _install_sighup(host)
+        following = asyncio.create_task(host.follow())  # other workers' reloads; returns at once when alone
         try:
             yield
         finally:
+            following.cancel()
             restore()
             host.close()
 

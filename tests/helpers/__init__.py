@@ -7,8 +7,8 @@ plain module (tests/training/builders.py, tests/containers/engine.py).
 - commands: subprocesses in this venv's environment, a copy of the working tree, tools on PATH
 - pipeline: the tiny DVC pipeline parameters
 - service_process: a real `python -m service` process, and a prediction sent to it
-- images: test images and their encodings
-- onnx_models: tiny ONNX models that honour the service's contract
+- images: test images and their encodings, a slow batch upload
+- onnx_models: tiny ONNX models that honour the service's contract, swapped in as a deploy would
 - service_app: the in-process app's settings and its upload-limit middleware
 - v2_requests: KServe v2 / Triton request bodies
 - prometheus: reading metrics, PromQL and the alert rules

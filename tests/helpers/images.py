@@ -47,3 +47,9 @@ def png_header_bomb(width: int, height: int) -> bytes:
     idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def slow_batch(count: int) -> list[tuple[str, tuple[str, bytes]]]:
+    """/predict/batch fields of big solid PNGs: tiny uploads, ~40 ms each to inflate - a request that takes a while."""
+    big = image_bytes(RED, size=(2000, 2000), fmt="PNG")
+    return [("file", (f"{i}.png", big)) for i in range(count)]

@@ -3,6 +3,7 @@ output 'probabilities', metadata_props), so no test needs a trained model."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,10 @@ def build_toy_model(path: Path, *, image_size: int = 32, scale: float = 4.0) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def swap_model(served: Path, **kwargs: object) -> None:
+    """Replace the model file a server serves with a new `build_model`, by atomic rename as a deploy would."""
+    staged = build_model(served.parent / "staged" / "model.onnx", **kwargs)  # type: ignore[arg-type]
+    shutil.copy(staged, served.parent / "incoming.onnx")
+    (served.parent / "incoming.onnx").replace(served)

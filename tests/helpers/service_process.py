@@ -53,7 +53,8 @@ def start_service(
     """Start the service on a free port and return once /ready is 200.
 
     The environment is only PATH plus what is passed, so the service's own defaults are what
-    gets tested; stdout and stderr go to `log_dir/service-<port>.log`.
+    gets tested, except WORKERS: one process unless a test asks for more, since `auto` depends
+    on the machine's CPUs. stdout and stderr go to `log_dir/service-<port>.log`.
     """
     port = free_port()
     full_env = {
@@ -62,6 +63,7 @@ def start_service(
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "PYTHONDONTWRITEBYTECODE": "1",
+        "WORKERS": "1",
         **env,
     }
     log_path = log_dir / f"service-{port}.log"
@@ -77,6 +79,14 @@ def start_service(
         time.sleep(0.05)
     stop_service(svc)
     raise AssertionError(f"service not ready within {timeout:.0f} s:\n{svc.log_tail()}")
+
+
+def server_pids(svc: ServiceProcess) -> list[int]:
+    """The server's process and its children: with WORKERS > 1, the supervisor and then its workers."""
+    children = []
+    for task in Path(f"/proc/{svc.proc.pid}/task").iterdir():
+        children += [int(pid) for pid in (task / "children").read_text().split()]
+    return [svc.proc.pid, *children]
 
 
 def stop_service(svc: ServiceProcess) -> None:

@@ -35,3 +35,16 @@ def server(model_path: Path, tmp_path: Path) -> Iterator[ServiceProcess]:
     srv = start_service(model_path, tmp_path, ADMIN_TOKEN="s3cret")
     yield srv
     stop_service(srv)
+
+
+@pytest.fixture(params=["1", "2"], ids=["1-worker", "2-workers"])
+def workers(request: pytest.FixtureRequest) -> str:
+    """WORKERS for a test whose behaviour must not depend on it: hostile uploads, slow clients."""
+    return str(request.param)
+
+
+@pytest.fixture
+def any_server(model_path: Path, tmp_path: Path, workers: str) -> Iterator[ServiceProcess]:
+    srv = start_service(model_path, tmp_path, WORKERS=workers)
+    yield srv
+    stop_service(srv)

@@ -13,6 +13,8 @@ import pytest
 from tests.helpers.paths import REPO
 
 SERVICE_ROWS = (
+    "workers",
+    "floor / server CPU",
     "ready after start (s)",
     "p50 latency c=1 (ms)",
     "p99 latency c=1 (ms)",
@@ -26,7 +28,7 @@ SERVICE_ROWS = (
 
 def test_service_benchmark_serves_real_uploads_and_prints_every_figure() -> None:
     result = subprocess.run(
-        [sys.executable, "benchmarks/bench_service.py", "--skip-torch", "--soak-seconds", "0", "--requests", "20"],
+        [sys.executable, "benchmarks/bench_service.py", "--workers", "1,2", "--requests", "20"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -35,9 +37,11 @@ def test_service_benchmark_serves_real_uploads_and_prints_every_figure() -> None
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert any(line.startswith("host: ") and "ms per image on 1 thread" in line for line in lines), result.stdout
+    assert any(line.startswith("floor: decode ") for line in lines), result.stdout
     table = {line[:28].strip(): line[28:].split() for line in lines if line[:28].strip() in SERVICE_ROWS}
     assert set(table) == set(SERVICE_ROWS), result.stdout
-    assert table["non-200 responses"][0] == "0", result.stdout
+    assert table["non-200 responses"][:2] == ["0", "0"], result.stdout
+    assert table["workers"][:2] == ["1", "2"], result.stdout  # the second server really ran two workers
     assert float(table["throughput c=8 (req/s)"][0]) > 0
 
 

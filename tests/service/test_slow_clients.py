@@ -82,9 +82,9 @@ def wait_for_open_connections(sock: socket.socket, expected: int) -> None:
 
 
 @pytest.mark.slow
-def test_500_half_sent_heads_are_closed_in_time_while_health_and_predict_answer(tmp_path: Path) -> None:
+def test_500_half_sent_heads_are_closed_in_time_while_health_and_predict_answer(tmp_path: Path, workers: str) -> None:
     timeout = 3
-    svc = start_service(REPO / "models" / "model.onnx", tmp_path, READ_TIMEOUT_S=str(timeout))
+    svc = start_service(REPO / "models" / "model.onnx", tmp_path, READ_TIMEOUT_S=str(timeout), WORKERS=workers)
     try:
         opened = time.monotonic()
         socks = open_half_sent(svc.port, 500)
@@ -149,8 +149,10 @@ def test_a_body_that_stalls_gets_408_and_gives_back_its_in_flight_slot(model_pat
         stop_service(svc)
 
 
-def test_silent_idle_and_half_sent_keep_alive_connections_are_closed(model_path: Path, tmp_path: Path) -> None:
-    svc = start_service(model_path, tmp_path, READ_TIMEOUT_S="2", KEEP_ALIVE_TIMEOUT_S="1")
+def test_silent_idle_and_half_sent_keep_alive_connections_are_closed(
+    model_path: Path, tmp_path: Path, workers: str
+) -> None:
+    svc = start_service(model_path, tmp_path, READ_TIMEOUT_S="2", KEEP_ALIVE_TIMEOUT_S="1", WORKERS=workers)
     try:
         silent = socket.create_connection(("127.0.0.1", svc.port))  # connects, never sends a byte
         idle = socket.create_connection(("127.0.0.1", svc.port))
