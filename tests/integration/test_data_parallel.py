@@ -18,8 +18,7 @@ import yaml
 
 from tests.helpers.commands import venv_env
 from tests.helpers.paths import MINI_ZIP, REPO
-from tests.helpers.pipeline import TINY_PARAMS, set_params
-from tests.stages import stage_command
+from tests.helpers.pipeline import TINY_PARAMS, set_params, stage_command
 
 pytestmark = pytest.mark.slow
 

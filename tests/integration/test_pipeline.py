@@ -19,8 +19,7 @@ from service.metadata import ModelMetadata
 from service.model import SessionTuning, load_model
 from tests.helpers.commands import copy_working_tree, run_checked, venv_env
 from tests.helpers.paths import MINI_ZIP, REPO
-from tests.helpers.pipeline import TINY_PARAMS, set_params
-from tests.stages import stage_command
+from tests.helpers.pipeline import TINY_PARAMS, set_params, stage_command
 from training.dataset import split_images
 from training.params import load_params
 

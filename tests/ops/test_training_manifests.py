@@ -11,7 +11,7 @@ import yaml
 
 from tests.helpers.commands import require_tool
 from tests.helpers.paths import REPO, load_yaml
-from tests.stages import stage_args
+from tests.helpers.pipeline import stage_args
 
 TRAINING = REPO / "deploy" / "k8s" / "training"
 CORE = ["pvc.yaml", "prepare-job.yaml"]

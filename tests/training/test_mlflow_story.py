@@ -22,7 +22,7 @@ from export import export, quantize
 from service.metadata import ModelMetadata
 from tests.helpers.network import free_port
 from tests.helpers.paths import REPO
-from tests.stages import stage_args
+from tests.helpers.pipeline import stage_args
 from training import evaluate
 from training.metrics import classification_report
 from training.params import Params, load_params

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.helpers.paths import REPO
-from tests.stages import stage_command
+from tests.helpers.pipeline import stage_command
 from training.nested import unwrap
 from training.sources import SourceError
 

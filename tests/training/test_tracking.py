@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from tests.helpers.network import free_port
 from tests.helpers.paths import REPO
-from tests.stages import stage_command
+from tests.helpers.pipeline import stage_command
 from training import tracking
 from training.tracking import (
     DVC_EXP_BASELINE_REV,

@@ -14,7 +14,7 @@ import yaml
 
 import training.train as train
 from tests.helpers.paths import REPO
-from tests.stages import stage_args
+from tests.helpers.pipeline import stage_args
 from training.errors import ParamsError
 
 ARGS = stage_args("train")  # the paths dvc.yaml passes, relative to the workspace
