@@ -15,92 +15,75 @@ from types import FrameType
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
+from starlette.requests import ClientDisconnect
 
-from service import docs, ops, predict, v2
+from service import docs
 from service.config import Settings
 from service.connections import ConnectionGuard
-from service.errors import (
-    ApiError,
-    api_error_handler,
-    client_disconnect_handler,
-    error_response,
-    http_error_handler,
-    internal_error_handler,
-)
+from service.errors import ApiError, handle
+from service.fleet import WorkerRole
 from service.host import ModelHost
 from service.limits import InFlightLimiter, UploadLimitMiddleware
 from service.metrics import Metrics
 from service.model import ModelError
+from service.ops import OpsEndpoints
+from service.predict import PredictEndpoints
 from service.telemetry import TelemetryMiddleware
+from service.v2 import V2Endpoints
 
 log = logging.getLogger("catsdogs.app")
 
 
-async def _model_error_handler(request: Request, exc: Exception) -> Response:
-    return error_response(503, "not_ready", f"{exc}; retry when GET /ready is 200")
-
-
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, role: WorkerRole | None = None) -> Starlette:
+    """One process's app; `role` when it is one of several worker processes (service/supervisor.py)."""
     settings = settings or Settings.from_env()
-    metrics = Metrics()
-    host = ModelHost(settings, metrics)
+    metrics = Metrics(multiprocess=role is not None)
+    host = ModelHost(settings, metrics, role)
+    limiter = InFlightLimiter(settings.max_in_flight)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if not host.ready:  # `python -m service` loads it before uvicorn; `uvicorn --factory` gets here first
+        if not host.loaded:  # `python -m service` loads it before uvicorn; `uvicorn --factory` gets here first
             try:
                 await host.load()
             except ModelError as exc:
                 log.critical("cannot start: %s", exc)  # one clear line before uvicorn's generic failure
                 raise
         restore = _install_sighup(host)
+        following = asyncio.create_task(host.follow())  # other workers' reloads; returns at once when alone
         try:
             yield
         finally:
+            following.cancel()
             restore()
             host.close()
 
     routes = [
-        Route("/predict", predict.predict, methods=["POST"]),
-        Route("/predict/batch", predict.predict_batch, methods=["POST"]),
-        Route("/model", predict.model_info, methods=["GET"]),
-        Route("/health", ops.health, methods=["GET"]),
-        Route("/ready", ops.ready, methods=["GET"]),
-        Route("/metrics", ops.metrics, methods=["GET"]),
-        Route("/admin/reload", ops.admin_reload, methods=["POST"]),
-        Route("/openapi.json", docs.openapi, methods=["GET"]),
-        Route("/docs", docs.swagger_ui, methods=["GET"]),
-        Mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="swagger-static"),
-        *v2.routes(),
+        *PredictEndpoints(host, limiter, settings, metrics).routes(),
+        *OpsEndpoints(host, settings, metrics).routes(),
+        *docs.routes(settings),
+        *V2Endpoints(host, limiter, settings).routes(),
     ]
     app = Starlette(
         routes=routes,
         middleware=[
             # Telemetry outermost so it sees (and logs) every response, 413s included.
-            Middleware(TelemetryMiddleware, metrics=metrics),
+            Middleware(TelemetryMiddleware, metrics=metrics, routes=routes),
             Middleware(UploadLimitMiddleware, limit=settings.max_upload_bytes),
         ],
+        # One handler: service.errors turns each of these into an ApiError and renders it.
         exception_handlers={
-            ApiError: api_error_handler,
-            HTTPException: http_error_handler,
-            ModelError: _model_error_handler,
-            ClientDisconnect: client_disconnect_handler,
-            Exception: internal_error_handler,  # Starlette runs this one outermost, for anything unhandled
+            ApiError: handle,
+            HTTPException: handle,
+            ModelError: handle,
+            ClientDisconnect: handle,
+            Exception: handle,  # Starlette runs this one outermost, for anything unhandled
         },
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.host = host
-    app.state.limiter = InFlightLimiter(settings.max_in_flight)
+    app.state.host = host  # `python -m service` loads the model through it before uvicorn starts
     # Per connection, below the app: `python -m service` hands its protocol factory to uvicorn.
     app.state.connections = ConnectionGuard(settings.read_timeout_s, settings.max_connections, metrics)
-    app.state.openapi = docs.openapi_spec(settings)
     return app
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image
 
+from service.cpus import plan
 from service.preprocessing import DEFAULT_MAX_PIXELS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +37,11 @@ class Settings:
     # 16 admitted keeps queueing near 100 ms at worst, past that an honest 503 beats waiting.
     max_in_flight: int = 16
     max_batch_files: int = 32
-    # 2 cut p50 at c=1 by 15-25% for the flip-TTA model and left c=8 throughput unchanged (docs/service.md).
-    ort_intra_op_threads: int = 2
+    # 0 is `auto`: sized from the CPUs this process may use (service/cpus.py) so that
+    # workers x inference threads x intra-op threads never exceeds them.
+    workers: int = 0
+    inference_threads: int = 0  # per worker: decodes and model calls running at once
+    ort_intra_op_threads: int = 0  # per model call
     ort_inter_op_threads: int = 1
     # Slow and idle clients (service/connections.py). A request head, and then its body, must each
     # arrive within read_timeout_s; 30 s still lets a 10 MB upload through at ~350 kB/s.
@@ -71,7 +75,9 @@ class Settings:
             ),
             max_in_flight=_int(env, "MAX_IN_FLIGHT", defaults.max_in_flight, low=1),
             max_batch_files=_int(env, "MAX_BATCH_FILES", defaults.max_batch_files, low=1),
-            ort_intra_op_threads=_int(env, "ORT_INTRA_OP_THREADS", defaults.ort_intra_op_threads, low=0),
+            workers=_int(env, "WORKERS", defaults.workers, low=1, auto=True),
+            inference_threads=_int(env, "INFERENCE_THREADS", defaults.inference_threads, low=1, auto=True),
+            ort_intra_op_threads=_int(env, "ORT_INTRA_OP_THREADS", defaults.ort_intra_op_threads, low=1, auto=True),
             ort_inter_op_threads=_int(env, "ORT_INTER_OP_THREADS", defaults.ort_inter_op_threads, low=0),
             read_timeout_s=_int(env, "READ_TIMEOUT_S", defaults.read_timeout_s, low=1),
             keep_alive_timeout_s=_int(env, "KEEP_ALIVE_TIMEOUT_S", defaults.keep_alive_timeout_s, low=1),
@@ -79,6 +85,16 @@ class Settings:
             log_level=level,
             admin_token=env.get("ADMIN_TOKEN") or None,
             model_name=name,
+        )
+
+    def sized_for(self, cpus: int) -> Settings:
+        """These settings with every `auto` (0) among workers and threads replaced by a number."""
+        sized = plan(cpus, self.workers, self.inference_threads, self.ort_intra_op_threads)
+        return replace(
+            self,
+            workers=sized.workers,
+            inference_threads=sized.inference_threads,
+            ort_intra_op_threads=sized.ort_intra_op_threads,
         )
 
     @property
@@ -90,15 +106,22 @@ class Settings:
 PILLOW_HARD_LIMIT_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int | None = None) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, *, low: int, high: int | None = None, auto: bool = False
+) -> int:
     raw = env.get(name)
-    if raw is None or raw.strip() == "":
+    if raw is None or raw.strip() == "" or (auto and raw.strip().lower() == "auto"):
         return default
     try:
         value = int(raw.strip().replace("_", ""))
     except ValueError:
         value = None
     bounds = f">= {low}" if high is None else f"between {low} and {high}"
+    if auto:
+        bounds += " or auto (sized from the CPUs this process may use)"
+        default_text = "auto"
+    else:
+        default_text = str(default)
     if value is None or value < low or (high is not None and value > high):
-        raise ConfigError(f"{name}={raw!r} is invalid; set {name} to a whole number {bounds} (default {default})")
+        raise ConfigError(f"{name}={raw!r} is invalid; set {name} to a whole number {bounds} (default {default_text})")
     return value

@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.config import ConfigError
-from service.errors import error_body, error_response
+from service.errors import ApiError, error_body, render
 from service.metrics import Metrics
 
 # File descriptors the process needs besides client connections (model, logs, sockets, threads).
@@ -64,8 +64,8 @@ class ConnectionGuard:
             f"the server already has {self.max_connections} open connections; retry after the Retry-After "
             "delay (operators: raise MAX_CONNECTIONS or add replicas)"
         )
-        headers = {"Retry-After": "1", "Connection": "close"}
-        await error_response(503, "too_many_connections", detail, headers)(scope, receive, send)
+        refusal = ApiError(503, "too_many_connections", detail, {"Retry-After": "1", "Connection": "close"})
+        await render(scope, refusal)(scope, receive, send)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):

@@ -13,12 +13,14 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from service import __version__
 from service.config import Settings
+from service.errors import IMAGE_FORMATS
 from service.metadata import INPUT_NAME, OUTPUT_NAME
-
-IMAGE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -337,10 +339,6 @@ def openapi_spec(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def openapi(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.state.openapi)
-
-
 _PAGE = """<!doctype html>
 <html lang="en">
 <head>
@@ -362,3 +360,17 @@ _PAGE = """<!doctype html>
 
 async def swagger_ui(request: Request) -> HTMLResponse:
     return HTMLResponse(_PAGE.format(root=request.scope.get("root_path", "").rstrip("/")))
+
+
+def routes(settings: Settings) -> list[BaseRoute]:
+    """/openapi.json (the spec built once, here), /docs and the Swagger UI's static files."""
+    spec = openapi_spec(settings)
+
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(spec)
+
+    return [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", swagger_ui, methods=["GET"]),
+        Mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="swagger-static"),
+    ]

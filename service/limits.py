@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ApiError, error_response
+from service.errors import ApiError, render
 
 
 class PayloadTooLarge(ApiError):
@@ -15,10 +15,18 @@ class PayloadTooLarge(ApiError):
         super().__init__(
             413,
             "payload_too_large",
-            f"the request body exceeds the {limit}-byte limit; send a smaller image "
+            f"the request body exceeds the limit of {readable_size(limit)}; send a smaller image "
             "(or raise MAX_UPLOAD_BYTES on the server)",
             headers={"Connection": "close"},
         )
+
+
+def readable_size(size: int) -> str:
+    """A byte count as people read one: 10485760 -> '10 MiB', 1536 -> '1.5 KiB', 1000 -> '1000 bytes'."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.4g} {unit}"
+    return f"{size} bytes"
 
 
 class UploadLimitMiddleware:
@@ -39,11 +47,8 @@ class UploadLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:
-            exc = PayloadTooLarge(self.limit)
-            record = scope.get("state", {}).get("record")
-            if record is not None:
-                record.rejection = "payload_too_large"
-            await error_response(exc.status, exc.code, exc.detail, exc.headers)(scope, receive, send)
+            # Answered here, before the app's exception handlers, so that not one byte of the body is read.
+            await render(scope, PayloadTooLarge(self.limit))(scope, receive, send)
             return
         received = 0
 

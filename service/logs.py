@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import os
 import sys
 import time
 from typing import Any
@@ -27,13 +28,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def logging_config(level: str) -> dict[str, Any]:
+class WorkerFields(logging.Filter):
+    """Tags every line of a worker process with its index and pid, so one worker's story can be followed."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+        self.pid = os.getpid()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.index
+        record.worker_pid = self.pid
+        return True
+
+
+def logging_config(level: str, worker: int | None = None) -> dict[str, Any]:
     """dictConfig for our loggers and uvicorn's, all as JSON on stdout; uvicorn's access log is off."""
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}
+    handler: dict[str, Any] = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}
+    filters: dict[str, Any] = {}
+    if worker is not None:
+        filters["worker"] = {"()": WorkerFields, "index": worker}
+        handler["filters"] = ["worker"]
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
+        "filters": filters,
         "handlers": {"stdout": handler},
         "loggers": {
             "catsdogs": {"handlers": ["stdout"], "level": level, "propagate": False},
@@ -43,6 +63,6 @@ def logging_config(level: str) -> dict[str, Any]:
     }
 
 
-def configure(level: str) -> None:
-    logging.config.dictConfig(logging_config(level))
+def configure(level: str, worker: int | None = None) -> None:
+    logging.config.dictConfig(logging_config(level, worker))
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]

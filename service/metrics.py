@@ -1,8 +1,18 @@
-"""Prometheus metrics, one registry per app so several apps (tests) never collide."""
+"""Prometheus metrics, one registry per app so several apps (tests) never collide.
+
+With several worker processes each one writes its samples to PROMETHEUS_MULTIPROC_DIR
+(prometheus_client's multiprocess mode) and whichever worker answers /metrics reads them all,
+so a scrape sees one server: counters and histograms summed, gauges by their `multiprocess_mode`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 # Inference on this model takes milliseconds; default Prometheus buckets start at 5 ms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -12,10 +22,17 @@ PIXEL_BUCKETS = (4096, 40_000, 100_000, 250_000, 1e6, 4e6, 16e6, 40e6)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, multiprocess: bool = False) -> None:
         disable_created_metrics()  # the *_created series only double the scrape size
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        own = CollectorRegistry(auto_describe=True)
+        # What /metrics exposes: this process's metrics, or every worker's read back from their files.
+        self.registry = own
+        if multiprocess:
+            self.registry = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(self.registry)
+        self.model_info = ModelInfo()
+        self.registry.register(self.model_info)
+        r = own
         self.requests = Counter(
             "catsdogs_http_requests",
             "HTTP requests by route template, method and status.",
@@ -35,9 +52,18 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge("catsdogs_http_requests_in_flight", "HTTP requests being served now.", registry=r)
+        # livesum: the whole server's count, leaving out workers that have died.
+        self.in_flight = Gauge(
+            "catsdogs_http_requests_in_flight",
+            "HTTP requests being served now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.open_connections = Gauge(
-            "catsdogs_open_connections", "Client connections admitted and open now (<= MAX_CONNECTIONS).", registry=r
+            "catsdogs_open_connections",
+            "Client connections admitted and open now (<= MAX_CONNECTIONS per worker).",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.connections_closed = Counter(
             "catsdogs_connections_closed",
@@ -77,12 +103,6 @@ class Metrics:
             buckets=PIXEL_BUCKETS,
             registry=r,
         )
-        self.model_info = Gauge(
-            "catsdogs_model_info",
-            "The model being served (value is always 1).",
-            ["model_version", "data_version"],
-            registry=r,
-        )
         self.reloads = Counter(
             "catsdogs_model_reloads",
             "Model reload attempts by result.",
@@ -91,8 +111,32 @@ class Metrics:
         )
         for result in ("success", "failure"):
             self.reloads.labels(result=result)
+        self.worker_restarts = Counter(
+            "catsdogs_worker_restarts",
+            "Worker processes the supervisor restarted after they died.",
+            registry=r,
+        )
 
     def set_model(self, model_version: str, data_version: str) -> None:
-        # Only the live model's series may exist, so dashboards never sum two versions.
-        self.model_info.clear()
-        self.model_info.labels(model_version=model_version, data_version=data_version).set(1)
+        self.model_info.labels = (model_version, data_version)
+
+
+class ModelInfo(Collector):
+    """`catsdogs_model_info`: the model this process serves, never a stored sample.
+
+    Only the live model's series may exist, so dashboards never sum two versions; a gauge in
+    multiprocess mode would keep every version any worker ever served in its file.
+    """
+
+    def __init__(self) -> None:
+        self.labels: tuple[str, str] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "catsdogs_model_info",
+            "The model being served (value is always 1).",
+            labels=["model_version", "data_version"],
+        )
+        if self.labels is not None:
+            family.add_metric(list(self.labels), 1)
+        yield family

@@ -74,10 +74,19 @@ def session_options(tuning: SessionTuning) -> ort.SessionOptions:
 
 def load_model(path: Path, tuning: SessionTuning) -> OnnxModel:
     """Load and fully check a model; raises ModelError, never returns a model that can't serve."""
+    return model_from_bytes(read_model_file(path), Path(path), tuning)
+
+
+def read_model_file(path: Path) -> bytes:
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"no model file at {path}; set MODEL_PATH or run `dvc repro export` to create it")
-    data = path.read_bytes()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"no model file at {path}; set MODEL_PATH or run `dvc repro export` to create it") from exc
+
+
+def model_from_bytes(data: bytes, path: Path, tuning: SessionTuning) -> OnnxModel:
+    """Load and fully check the model file `path` held, from bytes already read (workers share one copy)."""
     try:
         session = ort.InferenceSession(data, session_options(tuning), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types

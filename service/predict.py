@@ -13,9 +13,10 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from service.config import Settings
-from service.errors import REJECTION_REASONS, ApiError, error_body
+from service.errors import IMAGE_FORMATS, ApiError, error_body
 from service.host import ModelHost
 from service.limits import InFlightLimiter
 from service.metrics import Metrics
@@ -39,104 +40,118 @@ class Decoded:
     sha256: str
 
 
-async def predict(request: Request) -> JSONResponse:
-    host: ModelHost = request.app.state.host
-    limiter: InFlightLimiter = request.app.state.limiter
-    settings: Settings = request.app.state.settings
-    record = request.state.record
-    start = time.perf_counter()
-    with limiter.slot():
-        upload = await _read_single(request)
-        record.image_bytes = len(upload.data)
-        model = host.model  # pin one model for the whole request, whatever a reload does meanwhile
+class PredictEndpoints:
+    """Handlers built once with what they use, instead of fetching it from app.state on every call."""
 
-        def work() -> tuple[Decoded, np.ndarray]:
-            decoded = _decode(upload.data, model, settings.max_image_pixels)
-            return decoded, host.infer(model, normalize(decoded.pixels, model.metadata.preprocessing))[0]
+    def __init__(self, host: ModelHost, limiter: InFlightLimiter, settings: Settings, metrics: Metrics) -> None:
+        self.host = host
+        self.limiter = limiter
+        self.metrics = metrics
+        self.model_name = settings.model_name
+        self.max_pixels = settings.max_image_pixels
+        self.max_batch_files = settings.max_batch_files
 
-        try:
+    def routes(self) -> list[Route]:
+        return [
+            Route("/predict", self.predict, methods=["POST"]),
+            Route("/predict/batch", self.predict_batch, methods=["POST"]),
+            Route("/model", self.model_info, methods=["GET"]),
+        ]
+
+    async def predict(self, request: Request) -> JSONResponse:
+        host = self.host
+        record = request.state.record
+        start = time.perf_counter()
+        with self.limiter.slot():
+            upload = await _read_single(request)
+            record.image_bytes = len(upload.data)
+            model = host.model  # pin one model for the whole request, whatever a reload does meanwhile
+
+            def work() -> tuple[Decoded, np.ndarray]:
+                decoded = _decode(upload.data, model, self.max_pixels)
+                return decoded, host.infer(model, normalize(decoded.pixels, model.metadata.preprocessing))[0]
+
+            try:
+                decoded, probs = await host.run(work)
+            except ImageError as exc:
+                raise ApiError.from_image_error(exc) from exc
+        record.image_width, record.image_height = decoded.width, decoded.height
+        record.image_sha256 = decoded.sha256[:12]
+        result = _result(model, probs)
+        record.predicted_class, record.confidence = result["predicted_class"], round(result["confidence"], 6)
+        _observe(self.metrics, result, len(upload.data), decoded)
+        result.update(
+            model_version=model.metadata.model_version,
+            request_id=record.request_id,
+            latency_ms=round((time.perf_counter() - start) * 1000, 3),
+        )
+        return JSONResponse(result)
+
+    async def predict_batch(self, request: Request) -> JSONResponse:
+        host, metrics = self.host, self.metrics
+        start = time.perf_counter()
+        with self.limiter.slot():
+            uploads = await _read_many(request, self.max_batch_files)
+            request.state.record.batch_size = len(uploads)
+            model = host.model
+
+            def work() -> tuple[list[Decoded | ImageError], np.ndarray]:
+                decoded: list[Decoded | ImageError] = []
+                for upload in uploads:
+                    try:
+                        decoded.append(_decode(upload.data, model, self.max_pixels))
+                    except ImageError as exc:
+                        decoded.append(exc)
+                good = [d.pixels for d in decoded if isinstance(d, Decoded)]
+                if not good:
+                    return decoded, np.empty((0, len(model.classes)), dtype=np.float32)
+                # One ORT call for the whole batch: far cheaper than one per image.
+                return decoded, host.infer(model, normalize(np.stack(good), model.metadata.preprocessing))
+
             decoded, probs = await host.run(work)
-        except ImageError as exc:
-            raise ApiError.from_image_error(exc) from exc
-    record.image_width, record.image_height, record.image_sha256 = decoded.width, decoded.height, decoded.sha256[:12]
-    result = _result(model, probs)
-    record.predicted_class, record.confidence = result["predicted_class"], round(result["confidence"], 6)
-    _observe(request.app.state.metrics, result, len(upload.data), decoded)
-    result.update(
-        model_version=model.metadata.model_version,
-        request_id=record.request_id,
-        latency_ms=round((time.perf_counter() - start) * 1000, 3),
-    )
-    return JSONResponse(result)
+        results: list[dict[str, Any]] = []
+        rows = iter(probs)
+        for upload, item in zip(uploads, decoded, strict=True):
+            if isinstance(item, ImageError):
+                # One file refused inside a batch that succeeds: its entry carries the error, counted here.
+                refusal = ApiError.from_image_error(item)
+                metrics.rejections.labels(reason=refusal.rejection).inc()
+                results.append(
+                    {"filename": upload.filename, "status": refusal.status, **error_body(refusal.code, refusal.detail)}
+                )
+                continue
+            result = _result(model, next(rows))
+            _observe(metrics, result, len(upload.data), item)
+            results.append({"filename": upload.filename, "status": 200, **result, "image_sha256": item.sha256[:12]})
+        return JSONResponse(
+            {
+                "results": results,
+                "model_version": model.metadata.model_version,
+                "request_id": request.state.record.request_id,
+                "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+            }
+        )
 
-
-async def predict_batch(request: Request) -> JSONResponse:
-    host: ModelHost = request.app.state.host
-    limiter: InFlightLimiter = request.app.state.limiter
-    settings: Settings = request.app.state.settings
-    metrics: Metrics = request.app.state.metrics
-    start = time.perf_counter()
-    with limiter.slot():
-        uploads = await _read_many(request, settings.max_batch_files)
-        request.state.record.batch_size = len(uploads)
-        model = host.model
-
-        def work() -> tuple[list[Decoded | ImageError], np.ndarray]:
-            decoded: list[Decoded | ImageError] = []
-            for upload in uploads:
-                try:
-                    decoded.append(_decode(upload.data, model, settings.max_image_pixels))
-                except ImageError as exc:
-                    decoded.append(exc)
-            good = [d.pixels for d in decoded if isinstance(d, Decoded)]
-            if not good:
-                return decoded, np.empty((0, len(model.classes)), dtype=np.float32)
-            # One ORT call for the whole batch: far cheaper than one per image.
-            return decoded, host.infer(model, normalize(np.stack(good), model.metadata.preprocessing))
-
-        decoded, probs = await host.run(work)
-    results: list[dict[str, Any]] = []
-    rows = iter(probs)
-    for upload, item in zip(uploads, decoded, strict=True):
-        if isinstance(item, ImageError):
-            status = ApiError.from_image_error(item).status
-            metrics.rejections.labels(reason=REJECTION_REASONS[status]).inc()
-            results.append({"filename": upload.filename, "status": status, **error_body(item.code, item.detail)})
-            continue
-        result = _result(model, next(rows))
-        _observe(metrics, result, len(upload.data), item)
-        results.append({"filename": upload.filename, "status": 200, **result, "image_sha256": item.sha256[:12]})
-    return JSONResponse(
-        {
-            "results": results,
-            "model_version": model.metadata.model_version,
-            "request_id": request.state.record.request_id,
-            "latency_ms": round((time.perf_counter() - start) * 1000, 3),
-        }
-    )
-
-
-async def model_info(request: Request) -> JSONResponse:
-    host: ModelHost = request.app.state.host
-    model = host.model
-    meta = model.metadata
-    size = model.image_size
-    return JSONResponse(
-        {
-            "name": request.app.state.settings.model_name,
-            "model_version": meta.model_version,
-            "data_version": meta.data_version,
-            "classes": list(meta.classes),
-            "input": {"name": "image", "datatype": "FP32", "shape": [-1, 3, size, size]},
-            "image_size": size,
-            "preprocessing": meta.preprocessing.describe(),
-            "export_metrics": meta.metrics,
-            "quantization": meta.quantization or {"format": "fp32"},
-            "evaluation": model.evaluation,
-            "sha256": model.sha256,
-            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(model.loaded_at)),
-        }
-    )
+    async def model_info(self, request: Request) -> JSONResponse:
+        model = self.host.model
+        meta = model.metadata
+        size = model.image_size
+        return JSONResponse(
+            {
+                "name": self.model_name,
+                "model_version": meta.model_version,
+                "data_version": meta.data_version,
+                "classes": list(meta.classes),
+                "input": {"name": "image", "datatype": "FP32", "shape": [-1, 3, size, size]},
+                "image_size": size,
+                "preprocessing": meta.preprocessing.describe(),
+                "export_metrics": meta.metrics,
+                "quantization": meta.quantization or {"format": "fp32"},
+                "evaluation": model.evaluation,
+                "sha256": model.sha256,
+                "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(model.loaded_at)),
+            }
+        )
 
 
 def _decode(data: bytes, model: OnnxModel, max_pixels: int) -> Decoded:
@@ -186,7 +201,7 @@ async def _read_single(request: Request) -> Upload:
             415, "unsupported_media", f"Content-Type {media or '(none)'!r} is not accepted; {RAW_TYPES_HINT}"
         )
     if not upload.data:
-        raise ApiError(400, "empty_file", "the upload is empty; send a JPEG, PNG, GIF, BMP or WebP image")
+        raise ApiError(400, "empty_file", f"the upload is empty; send a {IMAGE_FORMATS} image")
     return upload
 
 

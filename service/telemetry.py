@@ -11,8 +11,10 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.metrics import Metrics
@@ -41,9 +43,10 @@ class RequestRecord:
 
 
 class TelemetryMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,9 +74,7 @@ class TelemetryMiddleware:
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - start
-            route = scope.get("route")
-            # The template, never the raw path: raw paths would explode label cardinality.
-            record.route = getattr(route, "path", None) or "unmatched"
+            record.route = self._route_template(scope)
             record.latency_ms = round(elapsed * 1000, 3)
             self.metrics.requests.labels(route=record.route, method=record.method, status=str(record.status)).inc()
             self.metrics.request_duration.labels(route=record.route).observe(elapsed)
@@ -82,6 +83,18 @@ class TelemetryMiddleware:
             # vars(), not dataclasses.asdict(): asdict deep-copies every field on the hot path.
             fields = {key: value for key, value in vars(record).items() if value is not None}
             access_log.info("request", extra=fields)
+
+    def _route_template(self, scope: Scope) -> str:
+        """The template, never the raw path: raw paths would explode label cardinality."""
+        route = scope.get("route")
+        if route is None:
+            # Refused before the router ran (a declared body over MAX_UPLOAD_BYTES): match as the router
+            # would: the first full match, else the first with only the method wrong.
+            first: dict[Match, BaseRoute] = {}
+            for candidate in self.routes:
+                first.setdefault(candidate.matches(scope)[0], candidate)
+            route = first.get(Match.FULL) or first.get(Match.PARTIAL)
+        return getattr(route, "path", None) or "unmatched"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

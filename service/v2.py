@@ -18,8 +18,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import __version__
-from service.errors import ApiError, error_response
+from service.config import Settings
+from service.errors import ApiError, ServerStateError
 from service.host import ModelHost
+from service.limits import InFlightLimiter
 from service.metadata import INPUT_NAME, OUTPUT_NAME
 from service.model import OnnxModel
 
@@ -28,100 +30,111 @@ BINARY_HEADER = "Inference-Header-Content-Length"
 SHAPE_HINT = "send inputs=[{{'name':'image','datatype':'FP32','shape':[N,3,{s},{s}],'data':[...]}}]"
 
 
-async def server_metadata(request: Request) -> JSONResponse:
-    return JSONResponse({"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]})
+class V2Endpoints:
+    """The protocol's handlers, built once with the host, the in-flight limiter and the settings."""
 
+    def __init__(self, host: ModelHost, limiter: InFlightLimiter, settings: Settings) -> None:
+        self.host = host
+        self.limiter = limiter
+        self.model_name = settings.model_name
+        self.max_batch = settings.max_batch_files
 
-async def live(request: Request) -> JSONResponse:
-    return JSONResponse({"live": True})
+    def routes(self) -> list[Route]:
+        versioned = "/v2/models/{name}/versions/{version}"
+        return [
+            Route("/v2", self.server_metadata, methods=["GET"]),
+            Route("/v2/health/live", self.live, methods=["GET"]),
+            Route("/v2/health/ready", self.server_ready, methods=["GET"]),
+            Route("/v2/models/{name}", self.model_metadata, methods=["GET"]),
+            Route("/v2/models/{name}/ready", self.model_ready, methods=["GET"]),
+            Route("/v2/models/{name}/infer", self.infer, methods=["POST"]),
+            Route(versioned, self.model_metadata, methods=["GET"]),
+            Route(f"{versioned}/ready", self.model_ready, methods=["GET"]),
+            Route(f"{versioned}/infer", self.infer, methods=["POST"]),
+        ]
 
+    async def server_metadata(self, request: Request) -> JSONResponse:
+        return JSONResponse({"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]})
 
-async def server_ready(request: Request) -> JSONResponse:
-    ready = request.app.state.host.ready
-    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+    async def live(self, request: Request) -> JSONResponse:
+        return JSONResponse({"live": True})
 
+    async def server_ready(self, request: Request) -> JSONResponse:
+        # The protocol's boolean answer, not a refusal: its status code carries the result.
+        ready = self.host.ready
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
-def _model_for(request: Request) -> OnnxModel | Response:
-    """The live model if the path names it (and its version, when given); else the protocol's 404."""
-    name = request.path_params["name"]
-    host: ModelHost = request.app.state.host
-    expected = request.app.state.settings.model_name
-    if name != expected:
-        return error_response(404, "model_not_found", f"no model named {name!r}; this server serves {expected!r}")
-    if not host.ready:
-        return error_response(503, "model_not_ready", "the model is still loading; retry when /v2/health/ready is 200")
-    model = host.model
-    wanted = request.path_params.get("version")
-    if wanted is not None and wanted != model.metadata.model_version:
-        return error_response(
-            404,
-            "version_not_found",
-            f"version {wanted!r} is not loaded; the live version is {model.metadata.model_version!r}",
+    async def model_metadata(self, request: Request) -> JSONResponse:
+        model = self._model_for(request)
+        size = model.image_size
+        return JSONResponse(
+            {
+                "name": self.model_name,
+                "versions": [model.metadata.model_version],
+                "platform": "onnxruntime_onnx",
+                "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 3, size, size]}],
+                "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, len(model.classes)]}],
+                "parameters": {"classes": list(model.classes), "data_version": model.metadata.data_version},
+            }
         )
-    return model
 
+    async def model_ready(self, request: Request) -> JSONResponse:
+        self._model_for(request)
+        return JSONResponse({"name": self.model_name, "ready": True})
 
-async def model_metadata(request: Request) -> Response:
-    model = _model_for(request)
-    if isinstance(model, Response):
-        return model
-    size = model.image_size
-    return JSONResponse(
-        {
-            "name": request.path_params["name"],
-            "versions": [model.metadata.model_version],
-            "platform": "onnxruntime_onnx",
-            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 3, size, size]}],
-            "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, len(model.classes)]}],
-            "parameters": {"classes": list(model.classes), "data_version": model.metadata.data_version},
+    async def infer(self, request: Request) -> Response:
+        model = self._model_for(request)
+        host, max_batch = self.host, self.max_batch
+        encoding = request.headers.get("content-encoding", "identity").lower()
+        if encoding != "identity":
+            raise ApiError(
+                415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not accepted; send it uncompressed"
+            )
+        with self.limiter.slot():
+            header, binary = _split_body(await request.body(), request.headers.get(BINARY_HEADER))
+
+            def work() -> tuple[dict[str, Any], np.ndarray, bool]:
+                # Parsing megabytes of JSON numbers is CPU work too: keep it off the event loop.
+                payload = _parse(header)
+                batch = _input_tensor(payload, binary, model.image_size, max_batch)
+                binary_out = _binary_output(payload)  # validates the requested outputs before any inference
+                return payload, host.infer(model, batch), binary_out
+
+            payload, probs, binary_out = await host.run(work)
+        request.state.record.batch_size = int(probs.shape[0])
+        output: dict[str, Any] = {"name": OUTPUT_NAME, "shape": list(probs.shape), "datatype": "FP32"}
+        response: dict[str, Any] = {
+            "model_name": self.model_name,
+            "model_version": model.metadata.model_version,
+            "id": str(payload.get("id") or request.state.record.request_id),
+            "outputs": [output],
         }
-    )
+        if not binary_out:
+            output["data"] = probs.reshape(-1).tolist()
+            return JSONResponse(response)
+        raw = probs.astype("<f4").tobytes()
+        output["parameters"] = {"binary_data_size": len(raw)}
+        head = json.dumps(response).encode()
+        return Response(head + raw, media_type="application/octet-stream", headers={BINARY_HEADER: str(len(head))})
 
-
-async def model_ready(request: Request) -> Response:
-    model = _model_for(request)
-    if isinstance(model, Response):
+    def _model_for(self, request: Request) -> OnnxModel:
+        """The live model if the path names it (and its version, when given); else raise the protocol's 404."""
+        name = request.path_params["name"]
+        if name != self.model_name:
+            raise ApiError(404, "model_not_found", f"no model named {name!r}; this server serves {self.model_name!r}")
+        if not self.host.ready:
+            raise ServerStateError(
+                503, "model_not_ready", "the model is still loading; retry when /v2/health/ready is 200"
+            )
+        model = self.host.model
+        wanted = request.path_params.get("version")
+        if wanted is not None and wanted != model.metadata.model_version:
+            raise ApiError(
+                404,
+                "version_not_found",
+                f"version {wanted!r} is not loaded; the live version is {model.metadata.model_version!r}",
+            )
         return model
-    return JSONResponse({"name": request.path_params["name"], "ready": True})
-
-
-async def infer(request: Request) -> Response:
-    model = _model_for(request)
-    if isinstance(model, Response):
-        return model
-    host: ModelHost = request.app.state.host
-    max_batch = request.app.state.settings.max_batch_files
-    encoding = request.headers.get("content-encoding", "identity").lower()
-    if encoding != "identity":
-        raise ApiError(
-            415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not accepted; send it uncompressed"
-        )
-    with request.app.state.limiter.slot():
-        header, binary = _split_body(await request.body(), request.headers.get(BINARY_HEADER))
-
-        def work() -> tuple[dict[str, Any], np.ndarray, bool]:
-            # Parsing megabytes of JSON numbers is CPU work too: keep it off the event loop.
-            payload = _parse(header)
-            batch = _input_tensor(payload, binary, model.image_size, max_batch)
-            binary_out = _binary_output(payload)  # validates the requested outputs before any inference
-            return payload, host.infer(model, batch), binary_out
-
-        payload, probs, binary_out = await host.run(work)
-    request.state.record.batch_size = int(probs.shape[0])
-    output: dict[str, Any] = {"name": OUTPUT_NAME, "shape": list(probs.shape), "datatype": "FP32"}
-    response: dict[str, Any] = {
-        "model_name": request.path_params["name"],
-        "model_version": model.metadata.model_version,
-        "id": str(payload.get("id") or request.state.record.request_id),
-        "outputs": [output],
-    }
-    if not binary_out:
-        output["data"] = probs.reshape(-1).tolist()
-        return JSONResponse(response)
-    raw = probs.astype("<f4").tobytes()
-    output["parameters"] = {"binary_data_size": len(raw)}
-    head = json.dumps(response).encode()
-    return Response(head + raw, media_type="application/octet-stream", headers={BINARY_HEADER: str(len(head))})
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -248,18 +261,3 @@ def _binary_output(payload: dict[str, Any]) -> bool:
         if "binary_data" in parameters:
             binary = parameters["binary_data"] is True
     return binary
-
-
-def routes() -> list[Route]:
-    versioned = "/v2/models/{name}/versions/{version}"
-    return [
-        Route("/v2", server_metadata, methods=["GET"]),
-        Route("/v2/health/live", live, methods=["GET"]),
-        Route("/v2/health/ready", server_ready, methods=["GET"]),
-        Route("/v2/models/{name}", model_metadata, methods=["GET"]),
-        Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
-        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-        Route(versioned, model_metadata, methods=["GET"]),
-        Route(f"{versioned}/ready", model_ready, methods=["GET"]),
-        Route(f"{versioned}/infer", infer, methods=["POST"]),
-    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,17 +16,18 @@ def atomic_path(dest: Path) -> Iterator[Path]:
 
     Same directory so os.replace is a rename on one filesystem; an interrupted run
     (Ctrl-C, crash, failed download) leaves no half-written file for DVC to cache.
+    The temporary file has `dest`'s own name, in a hidden folder: torch.save records the
+    file's name in its archive, and a random name would make every checkpoint's bytes differ.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(name)
+    folder = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp = folder / dest.name
     try:
         yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs should read like normal files
+        os.chmod(tmp, 0o644)  # outputs should read like normal files, whatever the umask
         os.replace(tmp, dest)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_text_atomic(dest: Path, text: str) -> None:

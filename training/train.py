@@ -156,8 +156,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     check_normalisation(params)
     world = distributed.current_world()
     if cfg.processes > 1 and not world.distributed:
-        args = sys.argv[1:] if argv is None else argv
-        sys.exit(distributed.launch(cfg.processes, "training.train", args, paths.checkpoint))
+        forwarded = sys.argv[1:] if argv is None else argv
+        sys.exit(distributed.launch(cfg.processes, "training.train", forwarded, paths.checkpoint))
     device = pick_device(cfg.device, world.local_rank)
     if device.type == "cpu":
         # Processes on one machine share its cores.

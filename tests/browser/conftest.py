@@ -9,15 +9,14 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-# Pages are slow to settle on a loaded 2-core box; no step here takes a second when idle.
-WAIT_S = 60
+from tests.helpers.paths import REPO
+
+SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 
 
 def _tool(*names: str) -> str:

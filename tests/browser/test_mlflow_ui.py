@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,10 @@ from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser.conftest import WAIT_S
-from tests.service_process import free_port, http_status
+from tests.helpers.browser import WAIT_S
+from tests.helpers.network import free_port, wait_for_200
+
+pytestmark = pytest.mark.slow
 
 RUN_NAME = "browser-check-run"
 METRICS = {"val_accuracy": [0.61, 0.72, 0.78], "train_loss": [0.69, 0.52, 0.41]}
@@ -46,11 +47,7 @@ def mlflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowUi]:
     proc = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=work, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while http_status(f"{url}/health") != 200:
-            assert proc.poll() is None, f"mlflow server exited {proc.returncode}:\n{log.read_text(errors='replace')}"
-            assert time.monotonic() < deadline, f"mlflow not healthy in 120 s:\n{log.read_text(errors='replace')}"
-            time.sleep(0.5)
+        wait_for_200(f"{url}/health", proc, log, within_s=120, poll_s=0.5)
         # Logged through the server, as a training run in the compose stack does.
         client = MlflowClient(tracking_uri=url)
         experiment_id = client.create_experiment("browser-check")

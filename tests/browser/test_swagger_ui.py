@@ -13,8 +13,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser.conftest import WAIT_S
-from tests.service_process import REPO, ServiceProcess, start_service, stop_service
+from tests.helpers.browser import WAIT_S
+from tests.helpers.service_process import REPO, ServiceProcess, start_service, stop_service
+
+pytestmark = pytest.mark.slow
 
 CAT = REPO / "deploy" / "samples" / "cat.jpg"
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from tests.containers.engine import Engine
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.paths import REPO
 
 
 @dataclass(frozen=True)
@@ -20,7 +18,7 @@ class BuiltImage:
 
 
 def git_sha() -> str:
-    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else "unknown"
 
 
@@ -29,7 +27,7 @@ def build_project_image(engine: Engine, dockerfile: str, tag: str, base: str, *a
     start = time.monotonic()
     engine.run(
         "build", "--network=host", "--force-rm", f"--file={dockerfile}", f"--tag={tag}",
-        f"--build-arg=PYTHON_IMAGE={base}", *args, str(ROOT),
+        f"--build-arg=PYTHON_IMAGE={base}", *args, str(REPO),
         timeout=3600,
     )  # fmt: skip
     return BuiltImage(tag, base, time.monotonic() - start)

@@ -17,8 +17,8 @@ from pathlib import Path
 import yaml
 
 from tests.containers.engine import Engine, privileged, require
+from tests.helpers.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = Path(__file__).resolve().parent / "base_images"
 LABEL = "catsdogs.standin.hash"
 DEBIAN_IMAGE = "catsdogs-standin/debian:bookworm"
@@ -43,11 +43,11 @@ def current_hash(engine: Engine, tag: str) -> str:
 
 
 def compose_image(service: str) -> str:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][service]["image"]
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"][service]["image"]
 
 
 def pinned(requirements: str, package: str) -> str:
-    for line in (ROOT / "requirements" / requirements).read_text().splitlines():
+    for line in (REPO / "requirements" / requirements).read_text().splitlines():
         name, sep, version = line.partition("==")
         if sep and name.strip().lower() == package:
             return version.strip()

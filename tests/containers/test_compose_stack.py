@@ -25,13 +25,16 @@ import yaml
 
 from tests.containers import standins
 from tests.containers.engine import Engine, require
-from tests.containers.images import ROOT, BuiltImage
-from tests.service_process import free_port, http_status
+from tests.containers.images import BuiltImage
+from tests.helpers.network import free_port, http_status
+from tests.helpers.paths import REPO
+
+pytestmark = pytest.mark.slow
 
 PROJECT = "catsdogs-ci"
 LIVE = ("api", "prometheus", "mlflow")
 HEALTHY_WITHIN_S = 600  # MLflow alone took 4 min to start on a 2-core box busy with training
-SAMPLES = ROOT / "deploy" / "samples"
+SAMPLES = REPO / "deploy" / "samples"
 STEADY_AFTER_S = 60
 
 
@@ -48,7 +51,7 @@ class Stack:
     def compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         files = [arg for path in self.files for arg in ("--file", str(path))]
         proc = subprocess.run(
-            [require("docker-compose"), "--project-name", PROJECT, "--project-directory", str(ROOT), *files, *args],
+            [require("docker-compose"), "--project-name", PROJECT, "--project-directory", str(REPO), *files, *args],
             env=self.engine.env,
             capture_output=True,
             text=True,
@@ -100,7 +103,7 @@ def host_network_override(base: dict, ports: dict[str, int], prometheus_config: 
 
 def loopback_prometheus_config(ports: dict[str, int]) -> dict:
     """monitoring/prometheus.yml with the targets on loopback and a quicker scrape of the api."""
-    config = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    config = yaml.safe_load((REPO / "monitoring" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     jobs["catsdogs-api"]["static_configs"][0]["targets"] = [f"127.0.0.1:{ports['api']}"]
     jobs["catsdogs-api"]["scrape_interval"], jobs["catsdogs-api"]["scrape_timeout"] = "2s", "1s"
@@ -129,10 +132,10 @@ def stack(engine: Engine, serve_image: BuiltImage, tmp_path_factory: pytest.Temp
     prometheus_config = work / "prometheus.yml"
     prometheus_config.write_text(yaml.safe_dump(loopback_prometheus_config(ports), sort_keys=False))
     prometheus_config.chmod(0o644)  # read by the container's `nobody`
-    base = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    base = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     override = work / "docker-compose.host-network.yml"
     override.write_text(yaml.safe_dump(host_network_override(base, ports, prometheus_config), sort_keys=False))
-    merged = yaml.safe_load(Stack(engine, (ROOT / "docker-compose.yml", override), ports).compose("config").stdout)
+    merged = yaml.safe_load(Stack(engine, (REPO / "docker-compose.yml", override), ports).compose("config").stdout)
     for service in merged["services"].values():
         service.pop("ports", None)
     resolved = work / "docker-compose.resolved.yml"

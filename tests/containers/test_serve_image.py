@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.containers.engine import Engine, require
-from tests.containers.images import ROOT, BuiltImage
-from tests.service_process import free_port, http_status
+from tests.containers.images import BuiltImage
+from tests.helpers.network import free_port, http_status
+from tests.helpers.paths import REPO
 
-SAMPLES = ROOT / "deploy" / "samples"
+pytestmark = pytest.mark.slow
+
+SAMPLES = REPO / "deploy" / "samples"
 PROJECT_LAYERS_BUDGET_MB = 175  # venv (~164 MB) + model + app, on top of whichever base
 HEALTHY_WITHIN_S = 150  # first HEALTHCHECK probe runs after its 15 s interval; slack for a loaded CI box
 

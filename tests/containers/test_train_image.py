@@ -11,10 +11,14 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.containers.engine import Engine
 from tests.containers.images import build_project_image
-from tests.integration.test_pipeline import TINY_PARAMS
-from tests.shared_data import MINI_ZIP
+from tests.helpers.paths import MINI_ZIP
+from tests.helpers.pipeline import TINY_PARAMS
+
+pytestmark = pytest.mark.slow
 
 TRAIN_IMAGE = "catsdogs-train:local"  # docker-compose.yml's default TRAIN_IMAGE
 TRAIN_UID = 10001  # Dockerfile.train's USER

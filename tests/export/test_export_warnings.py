@@ -18,6 +18,7 @@ from export.export import to_onnx
 from training.model import WithSoftmax, build_model
 
 
+@pytest.mark.slow
 def test_exporting_the_bundled_architecture_warns_about_nothing(caplog: pytest.LogCaptureFixture) -> None:
     model = WithSoftmax(build_model(2, dropout=0.2, arch="efficientnet_lite0")).eval()
     torch_log = logging.getLogger("torch")

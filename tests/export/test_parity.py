@@ -18,8 +18,10 @@ from export.export import export_model, stamp_metadata, to_onnx
 from export.parity import check_parity
 from service.metadata import INPUT_NAME, ModelMetadata
 from service.preprocessing import PreprocessSpec
-from tests.shared_data import MINI_ZIP
+from tests.helpers.paths import MINI_ZIP
 from training.model import WithSoftmax, build_model
+
+pytestmark = pytest.mark.slow
 
 SPEC = PreprocessSpec(image_size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 

@@ -25,7 +25,7 @@ from export.parity import ParityReport, check_parity
 from service.metadata import ModelMetadata
 from service.model import SessionTuning, load_model
 from service.preprocessing import PreprocessSpec
-from tests.stages import stage_args
+from tests.helpers.pipeline import stage_args
 from training.params import load_params
 
 ARGS = stage_args("export")  # the stage's paths, as dvc.yaml passes them

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.test_pipeline import REPO, TINY_PARAMS, _env, _set_params
-from tests.shared_data import MINI_ZIP
-from tests.stages import stage_command
+from tests.helpers.commands import venv_env
+from tests.helpers.paths import MINI_ZIP, REPO
+from tests.helpers.pipeline import TINY_PARAMS, set_params, stage_command
+
+pytestmark = pytest.mark.slow
 
 STAGE_TIMEOUT_S = 600
 
@@ -37,7 +39,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert MINI_ZIP.exists(), f"{MINI_ZIP} is missing: the integration test reads the shared mini archive in place"
     work = tmp_path_factory.mktemp("prepared")
     (work / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    _set_params(work / "params.yaml", TINY_PARAMS)
+    set_params(work / "params.yaml", TINY_PARAMS)
     for stage in ("ingest", "split", "prepare"):
         status = _wait(_start(work, stage))
         assert status == 0, f"training.{stage} failed: {(work / 'stage.log').read_text()[-4000:]}"
@@ -48,7 +50,7 @@ def _workspace(prepared: Path, dest: Path, processes: int) -> Path:
     """What the train stage reads (params, the prepared caches, the data version), nothing it writes."""
     dest.mkdir(parents=True)
     (dest / "params.yaml").write_text((prepared / "params.yaml").read_text())
-    _set_params(dest / "params.yaml", {"train": {"processes": processes}})
+    set_params(dest / "params.yaml", {"train": {"processes": processes}})
     (dest / "data").mkdir()
     (dest / "data" / "prepared").symlink_to(prepared / "data" / "prepared")
     (dest / "reports").mkdir()
@@ -62,7 +64,7 @@ def _start(workspace: Path, stage: str = "train") -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             stage_command(stage),
             cwd=workspace,
-            env=_env() | {"PYTHONPATH": str(REPO)},
+            env=venv_env() | {"PYTHONPATH": str(REPO)},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

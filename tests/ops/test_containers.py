@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.ops.conftest import ROOT
+from tests.helpers.paths import REPO
 
 
 def dockerignore_patterns() -> list[tuple[bool, re.Pattern]]:
     """(is_exception, regex) per .dockerignore line, with Docker's matching rules."""
     patterns = []
-    for raw in (ROOT / ".dockerignore").read_text().splitlines():
+    for raw in (REPO / ".dockerignore").read_text().splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -70,7 +70,7 @@ def build_context(root: Path) -> list[str]:
 
 def copy_sources(dockerfile: str) -> list[str]:
     sources = []
-    for line in (ROOT / dockerfile).read_text().splitlines():
+    for line in (REPO / dockerfile).read_text().splitlines():
         if line.startswith("COPY") and "--from=" not in line:
             args = [a for a in line.split()[1:] if not a.startswith("--")]
             sources.extend(args[:-1])
@@ -79,7 +79,7 @@ def copy_sources(dockerfile: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def context() -> list[str]:
-    return build_context(ROOT)
+    return build_context(REPO)
 
 
 def test_context_keeps_data_caches_and_venvs_out(context: list[str]) -> None:
@@ -89,7 +89,7 @@ def test_context_keeps_data_caches_and_venvs_out(context: list[str]) -> None:
     )
     leaked = [path for path in context if banned.search(path)]
     assert not leaked, f".dockerignore lets these into the build context: {leaked[:10]}"
-    size = sum((ROOT / p).stat().st_size for p in context if p != "models/model.onnx")
+    size = sum((REPO / p).stat().st_size for p in context if p != "models/model.onnx")
     assert size < 5_000_000, f"build context is {size / 1e6:.1f} MB without the model"
 
 
@@ -121,7 +121,7 @@ def test_every_copy_source_is_in_the_context(dockerfile: str, context: list[str]
     for source in copy_sources(dockerfile):
         if source == ".":
             continue
-        if source == "models/model.onnx" and not (ROOT / source).exists():
+        if source == "models/model.onnx" and not (REPO / source).exists():
             pytest.fail("models/model.onnx is not in the repo: the serve image bundles it (run `dvc repro`)")
         if "*" in source:
             continue  # optional glob (models/metrics.json*)
@@ -143,10 +143,10 @@ def test_train_entrypoint_points_dvc_at_the_mounted_data(context: list[str], tmp
     app = tmp_path / "app"
     for rel in context:
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, app / rel)
+        shutil.copy2(REPO / rel, app / rel)
     data = tmp_path / "data"
     data.mkdir()
-    (data / "mini.zip").write_bytes((ROOT / "deploy" / "samples" / "cat.jpg").read_bytes())  # any file: --dry
+    (data / "mini.zip").write_bytes((REPO / "deploy" / "samples" / "cat.jpg").read_bytes())  # any file: --dry
     env = {
         **os.environ,
         "APP_DIR": str(app),

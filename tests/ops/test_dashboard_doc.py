@@ -8,9 +8,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from tests.ops.conftest import ROOT
+from tests.helpers.paths import REPO
 
-DASHBOARD = ROOT / "monitoring" / "grafana" / "dashboards" / "catsdogs.json"
+DASHBOARD = REPO / "monitoring" / "grafana" / "dashboards" / "catsdogs.json"
 SECTION = "## Dashboard panels"
 
 
@@ -30,7 +30,7 @@ def dashboard_titles() -> tuple[list[str], list[str]]:
 
 def documented() -> tuple[list[str], dict[str, str]]:
     """(### headings, {#### heading: its text}) of the dashboard section of docs/operations.md."""
-    text = (ROOT / "docs" / "operations.md").read_text()
+    text = (REPO / "docs" / "operations.md").read_text()
     assert SECTION in text, f"docs/operations.md has no '{SECTION}' section"
     section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^### (.+)$", section, flags=re.M)
@@ -61,7 +61,7 @@ def test_operations_md_documents_no_panel_the_dashboard_lacks() -> None:
 
 
 def test_dashboard_entries_link_to_alert_runbooks_that_exist() -> None:
-    text = (ROOT / "docs" / "operations.md").read_text()
+    text = (REPO / "docs" / "operations.md").read_text()
     anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.M)}
     _, entries = documented()
     links = {link for body in entries.values() for link in re.findall(r"\]\(#([^)]+)\)", body)}

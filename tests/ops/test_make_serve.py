@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.paths import REPO
+
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 WARNING = "make serve: WARNING: models/model.onnx is not the committed model"
 

@@ -13,22 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.conftest import (
-    BLUISH,
-    REDDISH,
-    ROOT,
-    TOY_VERSION,
-    alert_rules,
-    dashboard_targets,
-    exposition_names,
-    promql_metric_names,
-    require_tool,
-    send_prediction,
-    write_image,
-)
-from tests.service_process import ServiceProcess, free_port, http_status, start_service, stop_service
+from tests.helpers.commands import require_tool
+from tests.helpers.images import BLUISH, REDDISH, write_image
+from tests.helpers.network import free_port, wait_for_200
+from tests.helpers.onnx_models import TOY_VERSION
+from tests.helpers.paths import REPO
+from tests.helpers.prometheus import alert_rules, dashboard_targets, exposition_names, promql_metric_names
+from tests.helpers.service_process import ServiceProcess, send_prediction, start_service, stop_service
 
-DASHBOARD = ROOT / "monitoring" / "grafana" / "dashboards" / "catsdogs.json"
+DASHBOARD = REPO / "monitoring" / "grafana" / "dashboards" / "catsdogs.json"
 PROMETHEUS_OWN = {"up"}  # series Prometheus itself writes for every target
 
 
@@ -157,7 +150,7 @@ def live(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     config = work / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"rule_files:\n  - {ROOT / 'monitoring' / 'alerts.yml'}\n"
+        f"rule_files:\n  - {REPO / 'monitoring' / 'alerts.yml'}\n"
         "scrape_configs:\n"
         "  - job_name: catsdogs-api\n    scrape_interval: 1s\n    scrape_timeout: 900ms\n"
         f"    static_configs:\n      - targets: ['127.0.0.1:{svc.port}']\n"
@@ -177,11 +170,7 @@ def live(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     )
     prom = Prometheus(f"http://127.0.0.1:{port}", proc, log)
     try:
-        deadline = time.monotonic() + 30
-        while http_status(f"{prom.url}/-/ready") != 200:
-            assert proc.poll() is None, f"prometheus exited {proc.returncode}:\n{log.read_text(errors='replace')}"
-            assert time.monotonic() < deadline, f"prometheus not ready in 30 s:\n{log.read_text(errors='replace')}"
-            time.sleep(0.3)
+        wait_for_200(f"{prom.url}/-/ready", proc, log, within_s=30, poll_s=0.3)
         yield svc, prom
     finally:
         proc.terminate()
@@ -192,6 +181,7 @@ def live(toy_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         stop_service(svc)
 
 
+@pytest.mark.slow
 def test_prometheus_scrapes_the_real_service(live, tmp_path: Path) -> None:
     svc, prom = live
     cat, dog = write_image(tmp_path / "cat.jpg", REDDISH), write_image(tmp_path / "dog.png", BLUISH)
@@ -216,6 +206,7 @@ def test_prometheus_scrapes_the_real_service(live, tmp_path: Path) -> None:
     assert len(buckets) >= 5 and max(buckets.values()) == 5.0
 
 
+@pytest.mark.slow
 def test_every_dashboard_and_alert_expression_runs_on_real_data(live) -> None:
     _svc, prom = live
     prom.wait_for('sum(catsdogs_predictions_total{job="catsdogs-api"})', lambda v: v and min(v.values()) >= 1)
@@ -251,6 +242,7 @@ def test_every_dashboard_and_alert_expression_runs_on_real_data(live) -> None:
         assert answer["status"] == "success", f"alert {rule['alert']}: {answer.get('error')}"
 
 
+@pytest.mark.slow
 def test_prometheus_loads_and_evaluates_the_alert_rules(live) -> None:
     _svc, prom = live
     names = {rule["alert"] for rule in alert_rules()}

@@ -11,8 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.ops.conftest import ROOT
-from tests.service_process import start_service, stop_service
+import pytest
+
+from tests.helpers.paths import REPO
+from tests.helpers.service_process import start_service, stop_service
+
+pytestmark = pytest.mark.slow
 
 IMAGE_BUDGET_MB = 300
 
@@ -24,7 +28,7 @@ def files_under(*roots: Path) -> set[str]:
 def test_serve_env_builds_from_the_lock_fits_the_budget_and_serves(toy_model: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "measure_envs.py"), "serve", "--keep", str(venv)],
+        [sys.executable, str(REPO / "scripts" / "measure_envs.py"), "serve", "--keep", str(venv)],
         capture_output=True,
         text=True,
         timeout=900,
@@ -35,7 +39,7 @@ def test_serve_env_builds_from_the_lock_fits_the_budget_and_serves(toy_model: Pa
     # Exactly serve.txt: same distributions, no torch/onnx, no pip/setuptools in the runtime venv.
     wanted = {
         re.split(r"==", line)[0].lower().replace("_", "-")
-        for line in (ROOT / "requirements" / "serve.txt").read_text().splitlines()
+        for line in (REPO / "requirements" / "serve.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
     got = {name.lower().replace("_", "-") for name in report["packages"]}
@@ -48,7 +52,7 @@ def test_serve_env_builds_from_the_lock_fits_the_budget_and_serves(toy_model: Pa
 
     # Lay out /app as the image does and run the service from the built venv.
     app = tmp_path / "app"
-    shutil.copytree(ROOT / "service", app / "service", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "service", app / "service", ignore=shutil.ignore_patterns("__pycache__"))
     (app / "models").mkdir()
     shutil.copy(toy_model, app / "models" / "model.onnx")
     before = files_under(app, venv)
@@ -61,14 +65,14 @@ def test_serve_env_builds_from_the_lock_fits_the_budget_and_serves(toy_model: Pa
     )
     try:
         smoke = subprocess.run(
-            [sys.executable, "-I", str(ROOT / "deploy" / "smoke_test.py"), "--url", svc.url],
+            [sys.executable, "-I", str(REPO / "deploy" / "smoke_test.py"), "--url", svc.url],
             capture_output=True,
             text=True,
             timeout=120,
         )
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr + svc.log_tail()
         health = subprocess.run(
-            [str(venv / "bin" / "python"), str(ROOT / "deploy" / "healthcheck.py"), "--url", f"{svc.url}/ready"],
+            [str(venv / "bin" / "python"), str(REPO / "deploy" / "healthcheck.py"), "--url", f"{svc.url}/ready"],
             timeout=30,
         )
         assert health.returncode == 0

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.conftest import BLUISH, REDDISH, ROOT, TOY_VERSION, write_image
-from tests.service_process import ServiceProcess, free_port
+from tests.helpers.images import BLUISH, REDDISH, write_image
+from tests.helpers.network import free_port
+from tests.helpers.onnx_models import TOY_VERSION
+from tests.helpers.paths import REPO
+from tests.helpers.service_process import ServiceProcess
 
-SMOKE = str(ROOT / "deploy" / "smoke_test.py")
-MONITOR = str(ROOT / "deploy" / "post_deploy_monitor.py")
-HEALTH = str(ROOT / "deploy" / "healthcheck.py")
+SMOKE = str(REPO / "deploy" / "smoke_test.py")
+MONITOR = str(REPO / "deploy" / "post_deploy_monitor.py")
+HEALTH = str(REPO / "deploy" / "healthcheck.py")
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.conftest import ROOT, alert_rules, load_yaml, require_tool
+from tests.helpers.commands import require_tool
+from tests.helpers.paths import REPO, load_yaml
+from tests.helpers.prometheus import alert_rules
 
 K8S = ["deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml"]
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=kwargs.pop("cwd", ROOT), capture_output=True, text=True, timeout=300, **kwargs)
+    return subprocess.run(cmd, cwd=kwargs.pop("cwd", REPO), capture_output=True, text=True, timeout=300, **kwargs)
 
 
 def assert_ok(proc: subprocess.CompletedProcess, what: str) -> None:
@@ -38,7 +40,7 @@ def test_compose_matches_compose_spec() -> None:
 
 def test_workflows_match_github_schema() -> None:
     tool = require_tool("check-jsonschema")
-    workflows = sorted(str(p.relative_to(ROOT)) for p in (ROOT / ".github" / "workflows").glob("*.y*ml"))
+    workflows = sorted(str(p.relative_to(REPO)) for p in (REPO / ".github" / "workflows").glob("*.y*ml"))
     assert workflows, "no workflow files under .github/workflows"
     assert_ok(run([tool, "--builtin-schema", "vendor.github-workflows", *workflows]), "workflow schema")
 
@@ -51,7 +53,7 @@ def test_kubernetes_manifests_validate_offline() -> None:
 
 
 def test_kustomization_lists_every_manifest() -> None:
-    kustomization = load_yaml(ROOT / "deploy" / "k8s" / "kustomization.yaml")
+    kustomization = load_yaml(REPO / "deploy" / "k8s" / "kustomization.yaml")
     assert sorted(kustomization["resources"]) == sorted(K8S)
 
 
@@ -64,7 +66,7 @@ def test_promtool_check_rules() -> None:
 
 
 def test_promtool_alert_unit_tests_pass() -> None:
-    proc = run([require_tool("promtool"), "test", "rules", "alerts.test.yml"], cwd=ROOT / "monitoring")
+    proc = run([require_tool("promtool"), "test", "rules", "alerts.test.yml"], cwd=REPO / "monitoring")
     assert_ok(proc, "promtool test rules")
     assert "SUCCESS" in proc.stdout + proc.stderr
 
@@ -72,11 +74,11 @@ def test_promtool_alert_unit_tests_pass() -> None:
 def test_promtool_unit_tests_catch_a_broken_api_down_rule(tmp_path: Path) -> None:
     """Without absent() the rule would stay silent when the target vanishes: the tests must say so."""
     promtool = require_tool("promtool")
-    rules = (ROOT / "monitoring" / "alerts.yml").read_text()
+    rules = (REPO / "monitoring" / "alerts.yml").read_text()
     broken = re.sub(r"\n\s*or\n\s*absent\(up\{job=\"catsdogs-api\"\}\)", "", rules)
     assert broken != rules
     (tmp_path / "alerts.yml").write_text(broken)
-    shutil.copy(ROOT / "monitoring" / "alerts.test.yml", tmp_path / "alerts.test.yml")
+    shutil.copy(REPO / "monitoring" / "alerts.test.yml", tmp_path / "alerts.test.yml")
     proc = run([promtool, "test", "rules", "alerts.test.yml"], cwd=tmp_path)
     assert proc.returncode != 0
     assert "api down when the target vanishes" in proc.stdout + proc.stderr
@@ -96,7 +98,7 @@ REQUIRED_ALERTS = {
 def test_every_required_alert_exists_with_for_severity_and_annotations() -> None:
     rules = {rule["alert"]: rule for rule in alert_rules()}
     assert REQUIRED_ALERTS <= set(rules), f"missing alerts: {REQUIRED_ALERTS - set(rules)}"
-    docs = (ROOT / "docs" / "operations.md").read_text().lower()
+    docs = (REPO / "docs" / "operations.md").read_text().lower()
     for name, rule in rules.items():
         assert "for" in rule, f"{name} has no `for:`"
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
@@ -109,7 +111,7 @@ def test_every_required_alert_exists_with_for_severity_and_annotations() -> None
 
 
 def test_every_alert_has_firing_and_silent_unit_tests() -> None:
-    tests = load_yaml(ROOT / "monitoring" / "alerts.test.yml")["tests"]
+    tests = load_yaml(REPO / "monitoring" / "alerts.test.yml")["tests"]
     firing, silent = set(), set()
     for case in tests:
         for check in case.get("alert_rule_test", []):
@@ -120,7 +122,7 @@ def test_every_alert_has_firing_and_silent_unit_tests() -> None:
 
 
 def test_prometheus_scrapes_the_api_and_loads_the_rules() -> None:
-    config = load_yaml(ROOT / "monitoring" / "prometheus.yml")
+    config = load_yaml(REPO / "monitoring" / "prometheus.yml")
     assert config["rule_files"] == ["alerts.yml"]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["catsdogs-api"]["static_configs"][0]["targets"] == ["api:8000"]
@@ -128,7 +130,7 @@ def test_prometheus_scrapes_the_api_and_loads_the_rules() -> None:
 
 # ------------------------------------------------------------------ Dockerfiles
 def test_serve_dockerfile_promises() -> None:
-    text = (ROOT / "Dockerfile.serve").read_text()
+    text = (REPO / "Dockerfile.serve").read_text()
     stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\w+))?", text, flags=re.M | re.I)
     assert len(stages) >= 2, "Dockerfile.serve must be multi-stage"
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, flags=re.M)
@@ -140,12 +142,12 @@ def test_serve_dockerfile_promises() -> None:
     healthcheck = re.search(r"^HEALTHCHECK.*?CMD (.+)$", runtime, flags=re.M | re.S).group(1)
     assert "python" in healthcheck and "curl" not in text and "wget" not in text
     assert "torch" not in runtime
-    build = (ROOT / "scripts" / "build_serve_venv.sh").read_text()
+    build = (REPO / "scripts" / "build_serve_venv.sh").read_text()
     assert "--require-hashes" in build and "requirements/serve.lock" in build and "--no-deps" in build
 
 
 def test_train_dockerfile_promises() -> None:
-    text = (ROOT / "Dockerfile.train").read_text()
+    text = (REPO / "Dockerfile.train").read_text()
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, flags=re.M)
     assert re.search(r"^ARG TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cpu$", text, flags=re.M)
     # torch at train.txt's own pins, from that index, before the rest of train.txt.
@@ -154,12 +156,12 @@ def test_train_dockerfile_promises() -> None:
     assert "pip install -r /tmp/requirements/train.txt" in text
     assert re.search(r"^USER 10001", text, flags=re.M)
     assert 'ENTRYPOINT ["/app/scripts/docker-train.sh"]' in text
-    assert "dvc repro" in (ROOT / "scripts" / "docker-train.sh").read_text()
+    assert "dvc repro" in (REPO / "scripts" / "docker-train.sh").read_text()
 
 
 def test_serve_requirements_are_torch_free() -> None:
     for name in ("serve.txt", "serve.lock"):
-        text = (ROOT / "requirements" / name).read_text().lower()
+        text = (REPO / "requirements" / name).read_text().lower()
         for banned in ("torch", "torchvision", "onnx=="):
             assert not re.search(rf"^{re.escape(banned)}", text, flags=re.M), f"{banned} in {name}"
 
@@ -167,14 +169,14 @@ def test_serve_requirements_are_torch_free() -> None:
 def test_serve_lock_agrees_with_serve_txt() -> None:
     proc = run([sys.executable, "scripts/lock_serve.py", "--check"])
     assert_ok(proc, "serve.lock is out of date with serve.txt; run `python scripts/lock_serve.py`")
-    lock = (ROOT / "requirements" / "serve.lock").read_text()
+    lock = (REPO / "requirements" / "serve.lock").read_text()
     blocks = re.split(r"\n(?=[A-Za-z])", lock.split("\n", 3)[3].strip())
     assert blocks and all(re.search(r"--hash=sha256:[0-9a-f]{64}", block) for block in blocks), "every pin needs a hash"
 
 
 # ------------------------------------------------------------------ compose
 def test_compose_services_are_configured_as_promised() -> None:
-    compose = load_yaml(ROOT / "docker-compose.yml")
+    compose = load_yaml(REPO / "docker-compose.yml")
     services = compose["services"]
     assert {"api", "prometheus", "grafana", "mlflow", "train"} <= set(services)
 
@@ -194,7 +196,7 @@ def test_compose_services_are_configured_as_promised() -> None:
     assert "./monitoring/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
     assert "./monitoring/grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
-    assert (ROOT / "monitoring/grafana/dashboards" / Path(home).name).is_file()
+    assert (REPO / "monitoring/grafana/dashboards" / Path(home).name).is_file()
 
     mlflow = services["mlflow"]
     command = mlflow["command"]
@@ -211,21 +213,21 @@ def test_compose_services_are_configured_as_promised() -> None:
 
 
 def test_compose_mlflow_server_matches_the_pinned_mlflow_client() -> None:
-    image = load_yaml(ROOT / "docker-compose.yml")["services"]["mlflow"]["image"]
-    pin = re.search(r"^mlflow==(\S+)$", (ROOT / "requirements" / "train.txt").read_text(), flags=re.M).group(1)
+    image = load_yaml(REPO / "docker-compose.yml")["services"]["mlflow"]["image"]
+    pin = re.search(r"^mlflow==(\S+)$", (REPO / "requirements" / "train.txt").read_text(), flags=re.M).group(1)
     assert image.endswith(f":v{pin}"), f"compose runs {image} but requirements/train.txt pins mlflow=={pin}"
 
 
 def test_grafana_provisioning_points_at_prometheus_and_the_dashboard_dir() -> None:
-    ds = load_yaml(ROOT / "monitoring/grafana/provisioning/datasources/prometheus.yml")["datasources"][0]
+    ds = load_yaml(REPO / "monitoring/grafana/provisioning/datasources/prometheus.yml")["datasources"][0]
     assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090" and ds["uid"] == "prometheus"
-    provider = load_yaml(ROOT / "monitoring/grafana/provisioning/dashboards/catsdogs.yml")["providers"][0]
+    provider = load_yaml(REPO / "monitoring/grafana/provisioning/dashboards/catsdogs.yml")["providers"][0]
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
 
 
 # ------------------------------------------------------------------ Kubernetes
 def test_deployment_has_probes_resources_and_a_locked_down_security_context() -> None:
-    deployment = load_yaml(ROOT / "deploy/k8s/deployment.yaml")
+    deployment = load_yaml(REPO / "deploy/k8s/deployment.yaml")
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
@@ -236,17 +238,17 @@ def test_deployment_has_probes_resources_and_a_locked_down_security_context() ->
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
-    hpa = load_yaml(ROOT / "deploy/k8s/hpa.yaml")
+    hpa = load_yaml(REPO / "deploy/k8s/hpa.yaml")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
-    service = load_yaml(ROOT / "deploy/k8s/service.yaml")
+    service = load_yaml(REPO / "deploy/k8s/service.yaml")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 
 
 # ------------------------------------------------------------------ workflows
 def test_ci_workflow_covers_tests_images_and_deploy() -> None:
-    workflow = load_yaml(ROOT / ".github/workflows/ci.yml")
+    workflow = load_yaml(REPO / ".github/workflows/ci.yml")
     triggers = workflow[True] if True in workflow else workflow["on"]  # YAML 1.1 reads `on` as True
     assert "pull_request" in triggers and "push" in triggers
     jobs = workflow["jobs"]
@@ -255,9 +257,9 @@ def test_ci_workflow_covers_tests_images_and_deploy() -> None:
         for name, job in jobs.items()
     }
     assert "ruff check" in steps["lint"]
-    ci_run = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line.startswith("make ")]
+    ci_run = [line for line in (REPO / ".ci/run").read_text().splitlines() if line.startswith("make ")]
     assert ci_run == ["make test"], ci_run  # exactly the README's second command
-    make_test = re.search(r"^test:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), flags=re.M)
+    make_test = re.search(r"^test:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), flags=re.M)
     assert make_test and "$(MAKE) test-containers" in make_test.group(1), "make test must end with the Docker checks"
     for target in ci_run:  # GitHub runs what .ci/run runs
         assert re.search(rf"^{target}( |$)", steps["test"], flags=re.M), f"the test job does not run `{target}`"

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import yaml
 
-from tests.ops.conftest import ROOT, load_yaml, require_tool
-from tests.stages import stage_args
+from tests.helpers.commands import require_tool
+from tests.helpers.paths import REPO, load_yaml
+from tests.helpers.pipeline import stage_args
 
-TRAINING = ROOT / "deploy" / "k8s" / "training"
+TRAINING = REPO / "deploy" / "k8s" / "training"
 CORE = ["pvc.yaml", "prepare-job.yaml"]
 # The kubeflow.org/v1 PyTorchJob fields (training operator v1.7+); anything else the API server drops or rejects.
 SPEC_FIELDS = {"elasticPolicy", "nprocPerNode", "pytorchReplicaSpecs", "runPolicy"}

@@ -14,9 +14,12 @@ import tomllib
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.service.conftest import REPO
-from tests.service_process import start_service, stop_service
+from tests.helpers.paths import REPO
+from tests.helpers.service_process import start_service, stop_service
+
+pytestmark = pytest.mark.slow
 
 CONFIG = REPO / "tests" / "service" / "schemathesis.toml"
 ADMIN_TOKEN = "fuzz-admin-token"

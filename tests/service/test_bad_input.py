@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import struct
 import time
-import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from tests.service.conftest import image_bytes
+from tests.helpers.images import image_bytes, png_header_bomb
 
 
 def assert_error(response, status: int, code: str | None = None) -> dict:  # type: ignore[no-untyped-def]
@@ -31,19 +29,6 @@ def noisy_jpeg(size: tuple[int, int] = (500, 375)) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
-
-
-def png_header_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of width x height that compresses to ~100 KB; built row by row, never in memory."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    compressor = zlib.compressobj(9)
-    row = b"\x00" * (1 + (width + 7) // 8)
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def test_empty_multipart_upload_is_400(client: TestClient) -> None:
@@ -161,7 +146,7 @@ def image_too_large_detail(response) -> str:  # type: ignore[no-untyped-def]
 
 def test_upload_over_content_length_limit_is_413(model_path) -> None:  # type: ignore[no-untyped-def]
     from service.app import create_app
-    from tests.service.conftest import make_settings
+    from tests.helpers.service_app import make_settings
 
     with TestClient(create_app(make_settings(model_path, max_upload_bytes=1000))) as small:
         body = assert_error(
@@ -192,7 +177,7 @@ def test_batch_with_a_text_file_field_is_400_not_a_per_file_result(client: TestC
 
 def test_batch_over_file_cap_is_413(model_path) -> None:  # type: ignore[no-untyped-def]
     from service.app import create_app
-    from tests.service.conftest import make_settings
+    from tests.helpers.service_app import make_settings
 
     with TestClient(create_app(make_settings(model_path, max_batch_files=3))) as small:
         files = [("file", (f"{i}.jpg", image_bytes(size=(8, 8)))) for i in range(4)]

@@ -8,9 +8,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.service.conftest import REPO
+import pytest
+
+from tests.helpers.paths import REPO
 
 SERVICE_ROWS = (
+    "workers",
+    "floor / server CPU",
     "ready after start (s)",
     "p50 latency c=1 (ms)",
     "p99 latency c=1 (ms)",
@@ -24,7 +28,7 @@ SERVICE_ROWS = (
 
 def test_service_benchmark_serves_real_uploads_and_prints_every_figure() -> None:
     result = subprocess.run(
-        [sys.executable, "benchmarks/bench_service.py", "--skip-torch", "--soak-seconds", "0", "--requests", "20"],
+        [sys.executable, "benchmarks/bench_service.py", "--workers", "1,2", "--requests", "20"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -33,9 +37,11 @@ def test_service_benchmark_serves_real_uploads_and_prints_every_figure() -> None
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert any(line.startswith("host: ") and "ms per image on 1 thread" in line for line in lines), result.stdout
+    assert any(line.startswith("floor: decode ") for line in lines), result.stdout
     table = {line[:28].strip(): line[28:].split() for line in lines if line[:28].strip() in SERVICE_ROWS}
     assert set(table) == set(SERVICE_ROWS), result.stdout
-    assert table["non-200 responses"][0] == "0", result.stdout
+    assert table["non-200 responses"][:2] == ["0", "0"], result.stdout
+    assert table["workers"][:2] == ["1", "2"], result.stdout  # the second server really ran two workers
     assert float(table["throughput c=8 (req/s)"][0]) > 0
 
 
@@ -52,6 +58,7 @@ def test_model_benchmark_times_the_bundled_model_and_labels_the_samples() -> Non
     assert "cat->cat" in row and "dog->dog" in row, result.stdout
 
 
+@pytest.mark.slow
 def test_soak_reports_statuses_goodput_latency_and_memory_per_window() -> None:
     result = subprocess.run(
         [sys.executable, "benchmarks/soak.py", "--seconds", "4", "--clients", "4", "--window", "2"],

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from service.config import DEFAULT_MODEL_PATH, ConfigError, Settings
-from service.limits import UploadLimitMiddleware
 from service.preprocessing import DEFAULT_MAX_PIXELS
+from tests.helpers.service_app import run_limited
 
 
 def test_defaults_serve_the_bundled_model_on_localhost() -> None:
@@ -29,6 +29,8 @@ def test_every_variable_is_read() -> None:
         "MAX_IMAGE_PIXELS": "1_000_000",
         "MAX_IN_FLIGHT": "3",
         "MAX_BATCH_FILES": "5",
+        "WORKERS": "3",
+        "INFERENCE_THREADS": "4",
         "ORT_INTRA_OP_THREADS": "2",
         "ORT_INTER_OP_THREADS": "1",
         "LOG_LEVEL": "debug",
@@ -47,6 +49,8 @@ def test_every_variable_is_read() -> None:
         max_image_pixels=1_000_000,
         max_in_flight=3,
         max_batch_files=5,
+        workers=3,
+        inference_threads=4,
         ort_intra_op_threads=2,
         ort_inter_op_threads=1,
         read_timeout_s=7,
@@ -66,6 +70,9 @@ def test_every_variable_is_read() -> None:
         ("MAX_UPLOAD_BYTES", "0"),
         ("MAX_IN_FLIGHT", "-1"),
         ("ORT_INTRA_OP_THREADS", "1.5"),
+        ("WORKERS", "0"),
+        ("WORKERS", "many"),
+        ("INFERENCE_THREADS", "-2"),
         ("LOG_LEVEL", "loud"),
         ("MODEL_NAME", "a/b"),
         ("MAX_IMAGE_PIXELS", "x"),
@@ -81,42 +88,11 @@ def test_invalid_values_name_the_variable_and_the_fix(name: str, value: str) -> 
     assert any(word in str(info.value) for word in ("set", "use", "must"))
 
 
-async def _run_limited(chunks: list[bytes], limit: int, headers: list[tuple[bytes, bytes]]) -> tuple[list, int]:  # type: ignore[type-arg]
-    """Drive the middleware with a streaming body; the app reads until the body ends."""
-    from service.limits import PayloadTooLarge
-
-    pulled = 0
-    sent: list = []  # type: ignore[type-arg]
-
-    async def receive():  # type: ignore[no-untyped-def]
-        nonlocal pulled
-        pulled += 1
-        body = chunks[pulled - 1]
-        return {"type": "http.request", "body": body, "more_body": pulled < len(chunks)}
-
-    async def send(message):  # type: ignore[no-untyped-def]
-        sent.append(message)
-
-    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
-        more = True
-        while more:
-            message = await receive()
-            more = message.get("more_body", False)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-
-    scope = {"type": "http", "headers": headers, "method": "POST"}
-    try:
-        await UploadLimitMiddleware(app, limit)(scope, receive, send)
-    except PayloadTooLarge:
-        sent.append("raised 413")
-    return sent, pulled
-
-
 def test_streamed_body_over_the_limit_stops_reading_at_the_limit() -> None:
     import anyio
 
     chunks = [b"x" * 1000] * 100  # 100 KB, chunked: no Content-Length
-    sent, pulled = anyio.run(_run_limited, chunks, 5_000, [])
+    sent, pulled = anyio.run(run_limited, chunks, 5_000, [])
     assert sent == ["raised 413"]
     assert pulled == 6  # stopped at the first chunk past 5 000 bytes, never read the rest
 
@@ -124,7 +100,7 @@ def test_streamed_body_over_the_limit_stops_reading_at_the_limit() -> None:
 def test_declared_content_length_over_the_limit_is_refused_unread() -> None:
     import anyio
 
-    sent, pulled = anyio.run(_run_limited, [b"x" * 10], 5, [(b"content-length", b"10")])
+    sent, pulled = anyio.run(run_limited, [b"x" * 10], 5, [(b"content-length", b"10")])
     assert pulled == 0
     assert sent[0]["status"] == 413
 
@@ -132,7 +108,7 @@ def test_declared_content_length_over_the_limit_is_refused_unread() -> None:
 def test_body_within_the_limit_passes() -> None:
     import anyio
 
-    sent, pulled = anyio.run(_run_limited, [b"x" * 100] * 3, 300, [])
+    sent, pulled = anyio.run(run_limited, [b"x" * 100] * 3, 300, [])
     assert sent[0]["status"] == 200 and pulled == 3
 
 

@@ -10,7 +10,9 @@ from openapi_spec_validator import OpenAPIV30SpecValidator
 from starlette.testclient import TestClient
 
 from service.app import create_app
-from tests.service.conftest import BLUE, RED, build_model, image_bytes, make_settings
+from tests.helpers.images import BLUE, RED, image_bytes
+from tests.helpers.onnx_models import build_model
+from tests.helpers.service_app import make_settings
 
 
 def test_predict_multipart_returns_the_original_fields(client: TestClient) -> None:

@@ -21,15 +21,9 @@ from service.preprocessing import (
     load_pixels,
     resize_to_input,
 )
-from tests.service.conftest import RED, image_bytes
+from tests.helpers.images import RED, encoded, image_bytes
 
 WHITE = (255, 255, 255)
-
-
-def save(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kwargs)
-    return buf.getvalue()
 
 
 def refusal(data: bytes, **kwargs: object) -> tuple[str, str]:
@@ -56,7 +50,7 @@ def test_a_header_cut_short_is_undecodable_and_quotes_pillow() -> None:
 
 def test_a_body_cut_short_is_truncated_and_a_smashed_body_is_undecodable() -> None:
     noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
-    jpeg = save(Image.fromarray(noise), "JPEG")
+    jpeg = encoded(Image.fromarray(noise), "JPEG")
     code, detail = refusal(jpeg[: len(jpeg) // 2])  # past the header, inside the scan
     assert code == "truncated"
     assert detail.startswith("the image could not be decoded (image file is truncated")
@@ -112,7 +106,7 @@ def test_jpeg_draft_decodes_at_the_smallest_dct_scale_still_covering_the_draft_s
 
 def test_load_pixels_squashes_the_draft_decode_of_a_jpeg_not_the_full_one() -> None:
     noise = np.random.default_rng(1).integers(0, 256, (600, 800, 3), dtype=np.uint8)
-    jpeg = save(Image.fromarray(noise), "JPEG")
+    jpeg = encoded(Image.fromarray(noise), "JPEG")
     drafted = resize_to_input(decode_image(jpeg, draft_size=32), 32)
     assert not np.array_equal(drafted, resize_to_input(decode_image(jpeg), 32))  # the two paths differ here
     assert np.array_equal(load_pixels(jpeg, 32), drafted)
@@ -135,7 +129,7 @@ def test_a_large_non_jpeg_is_box_reduced_before_the_bilinear_pass(monkeypatch: p
 
 def test_16_bit_images_holding_only_8_bit_values_are_read_as_8_bit() -> None:
     values = np.array([[0, 1, 128, 255]], dtype=np.uint16)
-    got = pixels(save(Image.fromarray(values), "PNG"))
+    got = pixels(encoded(Image.fromarray(values), "PNG"))
     assert got[..., 0].tolist() == [[0, 1, 128, 255]]
 
 
@@ -145,7 +139,7 @@ def test_16_bit_images_holding_only_8_bit_values_are_read_as_8_bit() -> None:
     ids=["full-range", "brightest-is-256"],
 )
 def test_16_bit_images_with_wider_values_are_divided_by_256(values: list[int], expected: list[int]) -> None:
-    got = pixels(save(Image.fromarray(np.array([values], dtype=np.uint16)), "PNG"))
+    got = pixels(encoded(Image.fromarray(np.array([values], dtype=np.uint16)), "PNG"))
     assert got[..., 0].tolist() == [expected]
 
 
@@ -153,7 +147,7 @@ def test_32_bit_images_past_16_bits_saturate_at_white_instead_of_wrapping() -> N
     values = np.array([[0, 70_000, 16_777_215]], dtype=np.int32)  # >> 8: 0, 273, 65535
     img = Image.fromarray(values)
     assert img.mode == "I"
-    got = pixels(save(img, "TIFF"))
+    got = pixels(encoded(img, "TIFF"))
     assert got[..., 0].tolist() == [[0, 255, 255]]
 
 
@@ -161,7 +155,7 @@ def test_palette_image_with_a_transparent_index_is_composited_on_white() -> None
     img = Image.new("P", (2, 1))
     img.putpalette([*RED, 20, 20, 220])
     img.putpixel((1, 0), 1)
-    got = pixels(save(img, "PNG", transparency=0))  # index 0 (red) is transparent
+    got = pixels(encoded(img, "PNG", transparency=0))  # index 0 (red) is transparent
     assert got.tolist() == [[list(WHITE), [20, 20, 220]]]
 
 
@@ -169,7 +163,7 @@ def test_grey_with_alpha_is_composited_on_white() -> None:
     img = Image.new("LA", (2, 1))
     img.putpixel((0, 0), (0, 0))  # transparent black
     img.putpixel((1, 0), (0, 255))  # opaque black
-    assert pixels(save(img, "PNG")).tolist() == [[list(WHITE), [0, 0, 0]]]
+    assert pixels(encoded(img, "PNG")).tolist() == [[list(WHITE), [0, 0, 0]]]
 
 
 def test_palette_with_alpha_tiff_is_composited_on_white() -> None:
@@ -177,7 +171,7 @@ def test_palette_with_alpha_tiff_is_composited_on_white() -> None:
     img.putpalette([*RED, 20, 20, 220])
     img.putpixel((0, 0), (0, 0))  # transparent red
     img.putpixel((1, 0), (1, 255))  # opaque blue
-    data = save(img, "TIFF")
+    data = encoded(img, "TIFF")
     assert Image.open(io.BytesIO(data)).mode == "PA"
     assert pixels(data).tolist() == [[list(WHITE), [20, 20, 220]]]
 
@@ -185,7 +179,7 @@ def test_palette_with_alpha_tiff_is_composited_on_white() -> None:
 def test_negative_32_bit_values_are_black_not_wrapped_round_to_white() -> None:
     img = Image.fromarray(np.array([[-5, 0, 200]], dtype=np.int32))
     assert img.mode == "I"
-    assert pixels(save(img, "TIFF"))[..., 0].tolist() == [[0, 0, 200]]
+    assert pixels(encoded(img, "TIFF"))[..., 0].tolist() == [[0, 0, 200]]
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB"])
@@ -194,7 +188,7 @@ def test_a_png_colour_key_marks_transparent_pixels_composited_on_white(mode: str
     kept = 50 if mode == "L" else (50, 60, 70)
     img = Image.new(mode, (2, 1), key)
     img.putpixel((1, 0), kept)
-    got = pixels(save(img, "PNG", transparency=key))
+    got = pixels(encoded(img, "PNG", transparency=key))
     assert got[0, 0].tolist() == list(WHITE)
     assert got[0, 1].tolist() == ([50, 50, 50] if mode == "L" else [50, 60, 70])
 

@@ -14,8 +14,9 @@ from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.preprocessing import ImageError, PreprocessSpec, preprocess
-from tests.service.conftest import RED, image_bytes, make_settings
-from tests.service.test_v2 import binary_request, infer_request, tensor
+from tests.helpers.images import RED, image_bytes
+from tests.helpers.service_app import make_settings
+from tests.helpers.v2_requests import binary_request, infer_request, tensor
 
 INFER = "/v2/models/cats-dogs/infer"
 HINT = "send inputs=[{'name':'image','datatype':'FP32','shape':[N,3,32,32],'data':[...]}]"
@@ -149,7 +150,8 @@ def test_payload_over_the_limit_closes_the_connection_and_names_the_setting(mode
     assert error(response) == (
         413,
         "payload_too_large",
-        "the request body exceeds the 1000-byte limit; send a smaller image (or raise MAX_UPLOAD_BYTES on the server)",
+        "the request body exceeds the limit of 1000 bytes; "
+        "send a smaller image (or raise MAX_UPLOAD_BYTES on the server)",
     )
     assert response.headers["connection"] == "close"
 

@@ -7,8 +7,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from service.model import OnnxModel
-from tests.service.conftest import RED, image_bytes
-from tests.service.test_observability import samples
+from tests.helpers.images import RED, image_bytes
+from tests.helpers.prometheus import samples
 
 
 def explode(model: OnnxModel, batch: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 from service.app import create_app
 from service.metadata import ModelMetadata
 from service.preprocessing import PreprocessSpec, normalize, resize_to_input
-from tests.service.conftest import make_settings
+from tests.helpers.service_app import make_settings
 
 SIZE = 16
 MEAN = (0.30, 0.55, 0.70)

@@ -6,20 +6,11 @@ import json
 import logging
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from service.logs import JsonFormatter
-from tests.service.conftest import RED, image_bytes
-
-
-def samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = client.get("/metrics").text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+from tests.helpers.images import RED, image_bytes
+from tests.helpers.prometheus import samples
 
 
 def test_metrics_count_requests_by_route_template_and_status(client: TestClient) -> None:
@@ -65,7 +56,7 @@ def test_rejections_are_counted_by_reason(client: TestClient) -> None:
 
 def test_each_app_has_its_own_registry(model_path, client: TestClient) -> None:  # type: ignore[no-untyped-def]
     from service.app import create_app
-    from tests.service.conftest import make_settings
+    from tests.helpers.service_app import make_settings
 
     client.post("/predict", files={"file": ("a.jpg", image_bytes())})
     with TestClient(create_app(make_settings(model_path))) as other:

@@ -18,9 +18,9 @@ import pytest
 
 from service.config import ConfigError
 from service.connections import OWN_FDS, ensure_fd_budget
-from tests.service.conftest import RED, image_bytes
-from tests.service.test_http_server import metric
-from tests.service_process import REPO, start_service, stop_service
+from tests.helpers.images import RED, image_bytes
+from tests.helpers.prometheus import metric
+from tests.helpers.service_process import REPO, start_service, stop_service
 
 CAT = (REPO / "deploy" / "samples" / "cat.jpg").read_bytes()
 HALF_HEAD = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty"
@@ -81,9 +81,10 @@ def wait_for_open_connections(sock: socket.socket, expected: int) -> None:
         time.sleep(0.1)
 
 
-def test_500_half_sent_heads_are_closed_in_time_while_health_and_predict_answer(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_500_half_sent_heads_are_closed_in_time_while_health_and_predict_answer(tmp_path: Path, workers: str) -> None:
     timeout = 3
-    svc = start_service(REPO / "models" / "model.onnx", tmp_path, READ_TIMEOUT_S=str(timeout))
+    svc = start_service(REPO / "models" / "model.onnx", tmp_path, READ_TIMEOUT_S=str(timeout), WORKERS=workers)
     try:
         opened = time.monotonic()
         socks = open_half_sent(svc.port, 500)
@@ -148,8 +149,10 @@ def test_a_body_that_stalls_gets_408_and_gives_back_its_in_flight_slot(model_pat
         stop_service(svc)
 
 
-def test_silent_idle_and_half_sent_keep_alive_connections_are_closed(model_path: Path, tmp_path: Path) -> None:
-    svc = start_service(model_path, tmp_path, READ_TIMEOUT_S="2", KEEP_ALIVE_TIMEOUT_S="1")
+def test_silent_idle_and_half_sent_keep_alive_connections_are_closed(
+    model_path: Path, tmp_path: Path, workers: str
+) -> None:
+    svc = start_service(model_path, tmp_path, READ_TIMEOUT_S="2", KEEP_ALIVE_TIMEOUT_S="1", WORKERS=workers)
     try:
         silent = socket.create_connection(("127.0.0.1", svc.port))  # connects, never sends a byte
         idle = socket.create_connection(("127.0.0.1", svc.port))

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from service.listen import bind, bind_failure
-from tests.service_process import REPO, free_port, start_service, stop_service
+from tests.helpers.network import free_port
+from tests.helpers.service_process import REPO, start_service, stop_service
 
 
 def run_service(
@@ -122,7 +123,8 @@ def test_unexpected_error_is_one_line_that_asks_for_the_debug_traceback(model_pa
         "m.create_app = create_app\n"
         "sys.exit(m.main())\n"
     )
-    result = run_service({"MODEL_PATH": str(model_path)}, argv=("-c", boom))
+    # One process: the patched create_app is the one that runs (workers would import their own).
+    result = run_service({"MODEL_PATH": str(model_path), "WORKERS": "1"}, argv=("-c", boom))
     assert result.returncode == 1
     message = the_one_line(result)
     assert "unexpected RuntimeError: boom" in message and "LOG_LEVEL=DEBUG" in message

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.service.conftest import RED, REPO, image_bytes
-from tests.service_process import start_service, stop_service
+from tests.helpers.images import RED, image_bytes
+from tests.helpers.paths import REPO
+from tests.helpers.service_process import start_service, stop_service
 
 SERVE_PYTHON = Path(os.environ.get("SERVE_PYTHON", REPO / ".venv-serve" / "bin" / "python"))
 

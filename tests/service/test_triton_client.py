@@ -14,8 +14,9 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from service.preprocessing import normalize
-from tests.service.conftest import BLUE, IMAGE_SIZE, RED, SPEC, build_model
-from tests.service_process import ServiceProcess, start_service, stop_service
+from tests.helpers.images import BLUE, RED
+from tests.helpers.onnx_models import IMAGE_SIZE, SPEC, build_model
+from tests.helpers.service_process import ServiceProcess, start_service, stop_service
 
 MODEL = "cats-dogs"
 

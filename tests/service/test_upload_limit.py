@@ -10,15 +10,17 @@ import anyio
 from starlette.testclient import TestClient
 
 from service.app import create_app
-from tests.service.conftest import image_bytes, make_settings
-from tests.service.test_config_and_limits import _run_limited
-from tests.service.test_observability import samples
+from tests.helpers.images import image_bytes
+from tests.helpers.prometheus import samples
+from tests.helpers.service_app import make_settings, run_limited
 
-DETAIL = "the request body exceeds the 1000-byte limit; send a smaller image (or raise MAX_UPLOAD_BYTES on the server)"
+DETAIL = (
+    "the request body exceeds the limit of 1000 bytes; send a smaller image (or raise MAX_UPLOAD_BYTES on the server)"
+)
 
 
 def test_a_declared_length_equal_to_the_limit_is_read() -> None:
-    sent, pulled = anyio.run(_run_limited, [b"x" * 5], 5, [(b"content-length", b"5")])
+    sent, pulled = anyio.run(run_limited, [b"x" * 5], 5, [(b"content-length", b"5")])
     assert sent[0]["status"] == 200 and pulled == 1
 
 

@@ -8,18 +8,9 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from service.preprocessing import normalize
-from tests.service.conftest import BLUE, IMAGE_SIZE, RED, SPEC
-
-
-def tensor(colors: list[tuple[int, int, int]]) -> np.ndarray:
-    pixels = np.stack([np.full((IMAGE_SIZE, IMAGE_SIZE, 3), c, dtype=np.uint8) for c in colors])
-    return normalize(pixels, SPEC)
-
-
-def infer_request(batch: np.ndarray, nested: bool = False) -> dict:  # type: ignore[type-arg]
-    data = batch.tolist() if nested else batch.reshape(-1).tolist()
-    return {"id": "req-1", "inputs": [{"name": "image", "shape": list(batch.shape), "datatype": "FP32", "data": data}]}
+from tests.helpers.images import BLUE, RED
+from tests.helpers.onnx_models import IMAGE_SIZE
+from tests.helpers.v2_requests import binary_request, infer_request, tensor
 
 
 def test_server_metadata_and_health(client: TestClient) -> None:
@@ -101,24 +92,11 @@ def test_non_json_infer_body_is_400(client: TestClient) -> None:
 
 def test_infer_batch_over_cap_is_400(model_path) -> None:  # type: ignore[no-untyped-def]
     from service.app import create_app
-    from tests.service.conftest import make_settings
+    from tests.helpers.service_app import make_settings
 
     with TestClient(create_app(make_settings(model_path, max_batch_files=2))) as c:
         response = c.post("/v2/models/cats-dogs/infer", json=infer_request(tensor([RED, RED, RED])))
         assert response.status_code == 400 and response.json()["error"] == "invalid_shape"
-
-
-def binary_request(batch: np.ndarray, **request: object) -> tuple[bytes, dict[str, str]]:
-    """Triton's binary tensor extension: a JSON header, then the raw float32 bytes."""
-    raw = batch.astype("<f4").tobytes()
-    tensor = {
-        "name": "image",
-        "shape": list(batch.shape),
-        "datatype": "FP32",
-        "parameters": {"binary_data_size": len(raw)},
-    }
-    head = json.dumps({"inputs": [tensor], **request}).encode()
-    return head + raw, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
 
 
 def split_binary_response(response) -> tuple[dict, bytes]:  # type: ignore[no-untyped-def, type-arg]

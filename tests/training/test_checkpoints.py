@@ -37,6 +37,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a Python process per case, importing torch
 @pytest.mark.parametrize("name", ["checkpoint.pth", "best_model.pth"])
 def test_a_kill_mid_write_leaves_the_previous_checkpoint_readable(tmp_path: Path, name: str) -> None:
     path = tmp_path / "models" / name
@@ -71,3 +72,11 @@ def test_a_failed_save_leaves_the_previous_checkpoint_and_no_partial_file(tmp_pa
         train.save_checkpoint({"epoch": 2, "weights": DiskFull()}, path)
     assert torch.load(path, weights_only=True) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth"]
+
+
+def test_a_checkpoint_of_the_same_state_has_the_same_bytes(tmp_path: Path) -> None:
+    """DVC caches best_model.pth by content: the temporary name must not leak into the file."""
+    first, second = tmp_path / "a" / "best_model.pth", tmp_path / "b" / "best_model.pth"
+    for path in (first, second):
+        train.save_checkpoint({"epoch": 1, "weights": torch.arange(10)}, path)
+    assert first.read_bytes() == second.read_bytes()

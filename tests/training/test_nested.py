@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.stages import stage_command
+from tests.helpers.paths import REPO
+from tests.helpers.pipeline import stage_command
 from training.nested import unwrap
 from training.sources import SourceError
 
 from .builders import jpeg, kaggle_members, write_tar, write_zip
 
-REPO = Path(__file__).resolve().parents[2]
 CLASSES = ("cat", "dog")
 
 

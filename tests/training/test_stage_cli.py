@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.stages import REPO, dvc_stages, stage_command, stage_module
+from tests.helpers.paths import REPO
+from tests.helpers.pipeline import dvc_stages, stage_command, stage_module
 from tests.training.builders import jpeg, write_zip
 from training import cli
 from training.errors import ParamsError
@@ -33,6 +34,7 @@ def _error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
+@pytest.mark.slow  # a Python process per case, importing torch
 @pytest.mark.parametrize("stage", STAGES)
 def test_help_prints_usage_exits_0_and_writes_nothing(stage: str, tmp_path: Path) -> None:
     module = stage_module(stage)
@@ -53,6 +55,7 @@ def unlabelled_source(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # a Python process per case, importing torch
 def test_an_unlabelled_source_fails_ingest_with_one_line_that_names_the_fix(unlabelled_source: Path) -> None:
     result = _run(stage_command("ingest"), unlabelled_source)
     assert result.returncode == 1
@@ -62,6 +65,7 @@ def test_an_unlabelled_source_fails_ingest_with_one_line_that_names_the_fix(unla
     assert "not test1.zip, which is unlabelled" in line
 
 
+@pytest.mark.slow  # a Python process per case, importing torch
 def test_the_debug_switch_shows_the_traceback(unlabelled_source: Path) -> None:
     for result in (
         _run([*stage_command("ingest"), "--debug"], unlabelled_source),
@@ -72,6 +76,7 @@ def test_the_debug_switch_shows_the_traceback(unlabelled_source: Path) -> None:
         assert not _error_lines(result)
 
 
+@pytest.mark.slow  # a Python process per case, importing torch
 def test_a_missing_input_names_the_stage_to_run(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     result = _run(stage_command("prepare"), tmp_path)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.stages import REPO, dvc_stages, stage_args, stage_module
+from tests.helpers.paths import REPO
+from tests.helpers.pipeline import dvc_stages, stage_args, stage_module
 
 PACKAGES = ("training", "export", "service")  # the repo's own code; anything else is a library
 # How a run is recorded in MLflow never changes what a stage writes, so editing it must not rerun

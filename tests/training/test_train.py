@@ -13,10 +13,10 @@ import torch
 import yaml
 
 import training.train as train
-from tests.stages import stage_args
+from tests.helpers.paths import REPO
+from tests.helpers.pipeline import stage_args
 from training.errors import ParamsError
 
-REPO = Path(__file__).resolve().parents[2]
 ARGS = stage_args("train")  # the paths dvc.yaml passes, relative to the workspace
 
 
@@ -50,6 +50,7 @@ def _history() -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_training_writes_weights_only_best_model_history_and_metrics(workspace: Path) -> None:
     train.main(ARGS)
     checkpoint = torch.load("models/best_model.pth", weights_only=True)
@@ -67,6 +68,7 @@ def test_training_writes_weights_only_best_model_history_and_metrics(workspace: 
     assert Path("mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_from_last_checkpoint(
     workspace: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -94,6 +96,7 @@ def test_interrupted_training_resumes_from_last_checkpoint(
     assert float(history[0]["val_accuracy"]) == first_epoch["val_accuracy"]
 
 
+@pytest.mark.slow
 def test_checkpoint_from_other_params_is_not_resumed(workspace: Path, caplog: pytest.LogCaptureFixture) -> None:
     Path("models").mkdir()
     torch.save({"fingerprint": "someone-else"}, "models/checkpoint.pth")

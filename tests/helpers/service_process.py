@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.network import free_port, http_status
+from tests.helpers.paths import REPO
 
 
 @dataclass
@@ -43,23 +41,6 @@ class ServiceProcess:
         raise AssertionError(f"no matching log line within {timeout} s:\n{self.log_tail()}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_status(url: str, timeout: float = 2.0) -> int:
-    """The status code, or 0 when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, OSError):
-        return 0
-
-
 def start_service(
     model: Path,
     log_dir: Path,
@@ -72,7 +53,8 @@ def start_service(
     """Start the service on a free port and return once /ready is 200.
 
     The environment is only PATH plus what is passed, so the service's own defaults are what
-    gets tested; stdout and stderr go to `log_dir/service-<port>.log`.
+    gets tested, except WORKERS: one process unless a test asks for more, since `auto` depends
+    on the machine's CPUs. stdout and stderr go to `log_dir/service-<port>.log`.
     """
     port = free_port()
     full_env = {
@@ -81,6 +63,7 @@ def start_service(
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "PYTHONDONTWRITEBYTECODE": "1",
+        "WORKERS": "1",
         **env,
     }
     log_path = log_dir / f"service-{port}.log"
@@ -98,6 +81,14 @@ def start_service(
     raise AssertionError(f"service not ready within {timeout:.0f} s:\n{svc.log_tail()}")
 
 
+def server_pids(svc: ServiceProcess) -> list[int]:
+    """The server's process and its children: with WORKERS > 1, the supervisor and then its workers."""
+    children = []
+    for task in Path(f"/proc/{svc.proc.pid}/task").iterdir():
+        children += [int(pid) for pid in (task / "children").read_text().split()]
+    return [svc.proc.pid, *children]
+
+
 def stop_service(svc: ServiceProcess) -> None:
     """SIGTERM (graceful drain), then SIGKILL if it hangs."""
     if svc.proc.poll() is None:
@@ -107,3 +98,13 @@ def stop_service(svc: ServiceProcess) -> None:
         except subprocess.TimeoutExpired:
             svc.proc.kill()
             svc.proc.wait(timeout=10)
+
+
+def send_prediction(url: str, image: Path) -> dict:
+    """POST an image file to /predict through deploy/httpclient.py, the client the ops scripts use."""
+    sys.path.insert(0, str(REPO / "deploy"))
+    from httpclient import predict
+
+    resp = predict(url, image)
+    assert resp.status == 200, f"/predict answered {resp.status}: {resp.body[:300]!r}"
+    return json.loads(resp.body)
