@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 SERVE_VENV := .venv-serve
 
-.PHONY: serve test test-containers train-image setup setup-serve system-deps container-deps lint repro sweep sweep-cnn bench clean
+.PHONY: serve test test-containers train-image setup setup-serve system-deps container-deps lint repro exps sweep sweep-cnn bench clean
 
 ## Set up the torch-free serving env (exactly what Dockerfile.serve installs) and serve models/model.onnx on :8000.
 serve: $(SERVE_VENV)/.built
@@ -59,16 +59,22 @@ $(VENV)/.built: requirements/serve.txt requirements/train.txt requirements/dev.t
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements/dev.txt
 	touch $@
 
+TORCH_CPU_FAILED := make setup TORCH=cpu: no CPU build of torch from $(TORCH_CPU_INDEX_URL) (unreachable, \
+	or pip took a CUDA build from another index it is configured with); $(VENV) removed. Retry where that index is \
+	reachable, or run make setup without TORCH=cpu for PyPI's CUDA build.
+
 # From scratch: pip takes 2.14.1+cpu and 2.14.1 for the same pin, and never removes CUDA's packages.
+# A short timeout and no retries: an unreachable index fails in seconds instead of pip's minutes of retries.
+# Where the CPU index is unreachable, pip may take the CUDA build from another index it is configured with;
+# either way the install stops with TORCH_CPU_FAILED and leaves no half-built venv.
 $(VENV)/.torch-cpu: requirements/train.txt
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check --index-url $(TORCH_CPU_INDEX_URL) \
-		$$(grep -E '^(torch|torchvision)==' requirements/train.txt)
-	@# Where the CPU index is unreachable, pip may take the CUDA build from another index it is configured with.
-	$(VENV)/bin/python -c 'import sys, torch; torch.version.cuda and sys.exit("TORCH=cpu got torch " \
-		+ torch.__version__ + " built for CUDA: pip could not use $(TORCH_CPU_INDEX_URL) (unreachable?); " \
-		+ "retry where it is reachable, or run make setup without TORCH=cpu for the PyPI build")'
+	$(VENV)/bin/pip install -q --disable-pip-version-check --timeout 10 --retries 0 \
+		--index-url $(TORCH_CPU_INDEX_URL) $$(grep -E '^(torch|torchvision)==' requirements/train.txt) \
+	&& $(VENV)/bin/python -c 'import sys, torch; torch.version.cuda and sys.exit("got torch " \
+		+ torch.__version__ + ", built for CUDA " + torch.version.cuda)' \
+	|| { echo "$(TORCH_CPU_FAILED)" >&2; rm -rf $(VENV); exit 1; }
 	touch $@
 
 $(SERVE_VENV)/.built: requirements/serve.lock scripts/build_serve_venv.sh
@@ -82,6 +88,13 @@ lint: setup
 ## Rebuild data, model, ONNX export and metrics from params.yaml.
 repro: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+
+## Every DVC experiment at 120 columns: its name, test accuracy and the params it changed
+## (`dvc exp show` has every column; this drops the dependency hashes and the other figures).
+DVC ?= $(VENV)/bin/dvc
+exps:
+	@# Params are the dotted names (train.epochs), dependencies the paths; metrics and Created have neither.
+	$(DVC) exp show --no-pager --only-changed --keep '^(Experiment|accuracy)$$' --drop '[^.]*$$|.*/'
 
 ## Serving size x int8 x pretrained/scratch on the test split, after `make repro` (docs/model.md).
 sweep: setup

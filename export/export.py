@@ -36,7 +36,7 @@ from training.dataset import LabelledImage, split_images
 from training.errors import ParamsError
 from training.model import WithSoftmax, model_from_checkpoint
 from training.params import ExportParams, load_params
-from training.tracking import reopened_run, train_run_id
+from training.tracking import failure_marks_run, reopened_run, train_run_id
 
 log = logging.getLogger("export")
 BATCH = 64
@@ -224,4 +224,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    with failure_marks_run("export"):
+        run_stage(main)

@@ -108,9 +108,12 @@ def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(count, generator=generator)
 
 
-def augmentation_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
-    """Each rank draws its own crops and colours; reproducible from the seed alone."""
-    return torch.Generator().manual_seed(derived_seed(seed, epoch, rank + 1))
+def augmentation_generator(seed: int, epoch: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """Each rank draws its own crops and colours, on the device it augments on; reproducible from the seed alone.
+
+    A CUDA generator's stream differs from a CPU one's for the same seed, so results are reproducible per device.
+    """
+    return torch.Generator(device=device).manual_seed(derived_seed(seed, epoch, rank + 1))
 
 
 def shard_batches(order: torch.Tensor, batch_size: int, rank: int, world_size: int) -> list[torch.Tensor]:

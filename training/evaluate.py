@@ -42,7 +42,7 @@ from training.metrics import (
 )
 from training.params import Params, load_params
 from training.release import MIB, release_failures
-from training.tracking import reopened_run, train_run_id
+from training.tracking import failure_marks_run, reopened_run, train_run_id
 
 BATCH = 128
 
@@ -128,7 +128,7 @@ def track(report: dict, headline_figures: dict, model: Path, params: Params, out
         registered = tracker.register(uri, registry) if uri else None
         if registered is None:
             return None
-        failures = release_failures(report, model.stat().st_size, params.release)
+        failures = release_failures(report, model.stat().st_size, headline_figures["format"], params.release)
         bar = "; ".join(failures) or "passed"
         tracker.tag_version(registry, registered, {"model_version": report["model_version"], "release_bar": bar})
         if failures:
@@ -216,4 +216,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    with failure_marks_run("evaluate"):
+        run_stage(main)

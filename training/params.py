@@ -85,6 +85,7 @@ class QuantizeParams:
     calibration_images: int
     min_agreement: float
     max_accuracy_drop: float
+    tolerated_photos: int  # the least either bar allows, in photos: a small split cannot judge 0.5%
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class ReleaseParams:
     min_accuracy: float
     min_class_accuracy: float
     max_model_mb: float
+    formats: tuple[str, ...]  # what the served file may be: "int8", "fp32" (models/metrics.json `format`)
 
 
 @dataclass(frozen=True)

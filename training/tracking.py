@@ -7,7 +7,10 @@ local store when the probe fails).
 
 One model, one run: train opens it and records its id in reports/train.json;
 export, quantize and evaluate reopen it (`reopened_run`) to add their reports,
-the ONNX file and its registry version.
+the ONNX file and its registry version. A stage that fails marks the run FAILED
+(`failure_marks_run`). Under `dvc exp run` the run is named and tagged after the
+DVC experiment (DVC_EXP_NAME), so `dvc exp show` and MLflow name the same thing, and
+an experiment that did not retrain never writes into another model's run.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,6 +30,10 @@ LOCAL_STORE = Path("mlflow.db")
 LOCAL_ARTIFACTS = "mlartifacts"
 PROBE_TIMEOUT_S = 3.0
 TRAIN_REPORT = Path("reports/train.json")  # where train records its run id (`mlflow_run_id`)
+# What `dvc exp run` sets in every stage's environment (dvc/env.py): the experiment's name, random
+# (like `dotal-moot`) unless -n gave one, and the Git commit it starts from.
+DVC_EXP_NAME, DVC_EXP_BASELINE_REV = "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"
+FAILED_STAGE_TAG = "failed_stage"
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +111,12 @@ class Tracker:
         fresh = {key: value for key, value in params.items() if key not in changed}
         if fresh and self._mlflow is not None:
             self._call("log_params", self._mlflow.log_params, fresh)
+
+    def drop_failed_stage(self, stage: str) -> None:
+        """`stage` failed on this run before (`failure_marks_run`) and runs again: the tag would be stale."""
+        run = self._call("get_run", self._mlflow.get_run, self.run_id) if self._mlflow is not None else None
+        if run is not None and run.data.tags.get(FAILED_STAGE_TAG) == stage and self._mlflow is not None:
+            self._call("delete_tag", self._mlflow.delete_tag, FAILED_STAGE_TAG)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if self._mlflow is not None:
@@ -221,15 +235,29 @@ def _active(mlflow: Any) -> Iterator[Tracker]:
             log.warning("MLflow end_run failed (%s)", exc)
 
 
+def unique_run_name(base: str) -> str:
+    """The DVC experiment's name under `dvc exp run`, else `base`, and the UTC start time: a failed run
+    and its rerun never share a name."""
+    return f"{os.environ.get(DVC_EXP_NAME) or base}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+
+
+def dvc_tags() -> dict[str, str]:
+    """`dvc_experiment` and `dvc_baseline_rev` where `dvc exp run` set them: search runs with
+    `tags.dvc_experiment = '<name from dvc exp show>'`."""
+    tags = {"dvc_experiment": os.environ.get(DVC_EXP_NAME), "dvc_baseline_rev": os.environ.get(DVC_EXP_BASELINE_REV)}
+    return {key: value for key, value in tags.items() if value}
+
+
 @contextmanager
 def tracked_run(experiment: str, run_name: str) -> Iterator[Tracker]:
+    """A new run in `experiment`, named `unique_run_name(run_name)` and tagged with `dvc_tags()`."""
     try:
         mlflow = _connect()
         if mlflow.get_tracking_uri() == local_tracking_uri() and mlflow.get_experiment_by_name(experiment) is None:
             artifacts = (project_root() / LOCAL_ARTIFACTS).resolve().as_uri()
             mlflow.create_experiment(experiment, artifact_location=artifacts)
         mlflow.set_experiment(experiment)
-        mlflow.start_run(run_name=run_name)
+        mlflow.start_run(run_name=unique_run_name(run_name), tags=dvc_tags())
     except Exception as exc:  # noqa: BLE001 - a broken store must not block training
         log.warning("MLflow unavailable (%s); training continues without tracking", exc)
         yield Tracker(None)
@@ -247,6 +275,18 @@ def train_run_id(report: Path = TRAIN_REPORT) -> str | None:
         return None
 
 
+def other_owner(mlflow: Any, run_id: str) -> str | None:
+    """Under `dvc exp run`, who else a run belongs to: an experiment that changes only export or later
+    params reuses its baseline's model and reports/train.json, and must not rewrite that run's story."""
+    current = os.environ.get(DVC_EXP_NAME)
+    if not current:
+        return None
+    owner = mlflow.get_run(run_id).data.tags.get("dvc_experiment")
+    if owner == current:
+        return None
+    return f"experiment {owner}" if owner else "the workspace's pipeline"
+
+
 @contextmanager
 def reopened_run(run_id: str | None, stage: str) -> Iterator[Tracker]:
     """The model's training run, reopened so that `stage` logs into the same story."""
@@ -256,7 +296,9 @@ def reopened_run(run_id: str | None, stage: str) -> Iterator[Tracker]:
         return
     try:
         mlflow = _connect()
-        mlflow.start_run(run_id=run_id)
+        owner = other_owner(mlflow, run_id)
+        if owner is None:
+            mlflow.start_run(run_id=run_id)
     except Exception as exc:  # noqa: BLE001 - a broken store must not fail the stage
         log.warning(
             "MLflow run %s from %s cannot be reopened (%s); %s is not tracked. "
@@ -268,5 +310,52 @@ def reopened_run(run_id: str | None, stage: str) -> Iterator[Tracker]:
         )
         yield Tracker(None)
         return
+    if owner is not None:
+        log.warning(
+            "train did not run in DVC experiment %s: its model's MLflow run %s belongs to %s, so %s logs "
+            "nothing there (the experiment's own reports hold its figures)",
+            os.environ.get(DVC_EXP_NAME),
+            run_id,
+            owner,
+            stage,
+        )
+        yield Tracker(None)
+        return
     with _active(mlflow) as tracker:
+        tracker.drop_failed_stage(stage)
         yield tracker
+
+
+@contextmanager
+def failure_marks_run(stage: str, report: Path = TRAIN_REPORT) -> Iterator[None]:
+    """Run a stage that follows train; if it raises or exits non-zero, mark the model's run FAILED
+    (KILLED on Ctrl-C) with a `failed_stage` tag, so MLflow never shows a model whose pipeline broke
+    as finished. Train's own run is ended FAILED by `tracked_run`; a later success of the stage
+    finishes the run again and drops the tag. Exit status 2 is argparse's usage error: the stage
+    never started, so the model has nothing to answer for."""
+    try:
+        yield
+    except BaseException as exc:
+        if not (isinstance(exc, SystemExit) and exc.code in (0, None, 2)):
+            _mark(report, stage, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+
+
+def _mark(report: Path, stage: str, status: str) -> None:
+    """Quietly, beside the stage's own one-line error: no run recorded means nothing to mark."""
+    try:
+        run_id = json.loads(report.read_text()).get("mlflow_run_id")
+    except (OSError, ValueError):
+        return
+    if not run_id:
+        return
+    try:
+        mlflow = _connect()
+        if other_owner(mlflow, run_id) is not None:
+            return  # another experiment's model: this one failing says nothing about it
+        client = mlflow.MlflowClient()
+        client.set_tag(run_id, FAILED_STAGE_TAG, stage)
+        client.set_terminated(run_id, status=status)
+        log.debug("MLflow run %s marked %s: %s failed", run_id, status, stage)
+    except Exception as exc:  # noqa: BLE001 - the stage's own error is what the user must see
+        log.warning("MLflow run %s could not be marked %s (%s)", run_id, status, exc)

@@ -2,12 +2,15 @@
 
     python -m training.train PREPARED DATA_REPORT BEST_MODEL METRICS HISTORY   (dvc.yaml passes the paths)
 
-One readable loop: batched augmentation -> the shared normalize() -> model,
+One readable loop: uint8 batches on the device -> batched augmentation and the
+service's normalisation there -> model,
 one-cycle schedule with per-group learning rates (fresh head vs ImageNet
 backbone), label smoothing, an exponential moving average of the weights,
 validation through the exact serving preprocessing, best-by-val-accuracy
 checkpoint, resumable after interruption. Uses CUDA with bf16 autocast when
-present; the same code runs on the CPU.
+present; the same code runs on the CPU. On a GPU the uint8 caches live in its
+memory when they fit (training/batches.py), and the loop never waits on the
+device between steps, so the host queues step k+1 while the GPU runs step k.
 
 Data-parallel: `torchrun --nproc-per-node=N -m training.train PATHS...`, or set
 `train.processes: N` and this module launches torchrun itself. Each process
@@ -34,13 +37,13 @@ import torch
 from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from service.preprocessing import PreprocessSpec, normalize
-from training import distributed, efficientnet_lite
+from training import batches, distributed, efficientnet_lite
 from training.atomic import atomic_path
 from training.augment import augment
+from training.average import WeightAverage
 from training.cli import run_stage, stage_parser
 from training.distributed import ONE_PROCESS, World
 from training.errors import MissingInputError, ParamsError
@@ -50,6 +53,8 @@ from training.prepare import load_split
 from training.tracking import Tracker, tracked_run
 
 EVAL_BATCH = 256
+# Seconds between progress-bar figures: reading them makes the host wait for the device.
+PROGRESS_EVERY_S = 2.0
 
 log = logging.getLogger("training.train")
 
@@ -62,52 +67,29 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-def to_input(images: np.ndarray | torch.Tensor, spec: PreprocessSpec, device: torch.device) -> torch.Tensor:
-    """uint8 NHWC -> model input, through the one normalize() the service uses."""
-    array = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    batch = torch.from_numpy(normalize(array, spec)).to(device, non_blocking=True)
-    return batch.contiguous(memory_format=torch.channels_last)
-
-
 @torch.no_grad()
 def evaluate_cached(
     model: nn.Module,
-    images: np.ndarray,
-    labels: np.ndarray,
+    images: torch.Tensor,
+    labels: torch.Tensor,
     spec: PreprocessSpec,
     device: torch.device,
     world: World = ONE_PROCESS,
 ) -> tuple[float, float]:
-    """(loss, accuracy) on a prepared split; each rank scores every world.size-th image."""
+    """(loss, accuracy) on a prepared split (uint8 images, placed by batches.place); each rank scores every
+    world.size-th image."""
     model.eval()
-    total_loss, correct = 0.0, 0
-    rows = np.arange(world.rank, len(labels), world.size)
-    for start in range(0, len(rows), EVAL_BATCH):
-        chunk = rows[start : start + EVAL_BATCH]
-        x = to_input(images[chunk], spec, device)
-        y = torch.from_numpy(labels[chunk]).to(device)
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    rows = torch.arange(world.rank, len(labels), world.size)
+    for x, y in batches.device_batches(images, labels, rows.split(EVAL_BATCH), device):
         with autocast(device):
-            logits = model(x).float()
-        total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    total_loss, correct, count = distributed.sum_across([total_loss, correct, len(rows)], world, device)
-    return total_loss / count, correct / count
-
-
-def weight_average(model: nn.Module, decay: float) -> AveragedModel:
-    """EMA of weights and BatchNorm statistics, warmed up so the fresh head's random start fades fast."""
-
-    @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], steps: torch.Tensor) -> None:
-        n = steps.item()
-        rate = 1 - min(decay, (1 + n) / (10 + n))
-        if torch.is_floating_point(averaged[0]):
-            torch._foreach_lerp_(averaged, current, rate)
-        else:  # BatchNorm's integer batch counters
-            for mine, theirs in zip(averaged, current, strict=True):
-                mine.copy_(theirs)
-
-    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+            logits = model(batches.normalize(x, spec)).float()
+        total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+    summed = distributed.sum_across([total_loss.item(), correct.item(), len(rows)], world, device)
+    total, right, count = summed
+    return total / count, right / count
 
 
 def autocast(device: torch.device) -> torch.autocast:
@@ -206,13 +188,14 @@ class TrainPaths:
 
 @dataclass(frozen=True)
 class TrainData:
-    """The train split in memory (batches gather random rows, which a memory map would turn into disk
-    seeks), the validation split as prepared, and the version of the data they came from."""
+    """The train and validation splits in memory, where batches are cut from them (batches.place: on the
+    GPU when they fit), and the version of the data they came from. Not memory-mapped: batches gather
+    random rows, which a memory map would turn into disk seeks."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
-    val_x: np.ndarray
-    val_y: np.ndarray
+    val_x: torch.Tensor
+    val_y: torch.Tensor
     version: str
 
 
@@ -221,7 +204,7 @@ class Learner:
     """The model and everything that steps with it."""
 
     model: nn.Module
-    average: AveragedModel | None
+    average: WeightAverage | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     loss_fn: nn.Module
@@ -263,7 +246,7 @@ class EpochStats:
     seconds: float
 
 
-def load_data(cfg: TrainParams, paths: TrainPaths) -> TrainData:
+def load_data(cfg: TrainParams, paths: TrainPaths, device: torch.device) -> TrainData:
     train_x, train_y = load_split(paths.prepared, "train")
     val_x, val_y = load_split(paths.prepared, "val")
     if cfg.max_train_images is not None:
@@ -271,7 +254,9 @@ def load_data(cfg: TrainParams, paths: TrainPaths) -> TrainData:
     if not paths.data_report.is_file():
         raise MissingInputError(f"{paths.data_report} is missing; run `python -m training.ingest` first")
     version = json.loads(paths.data_report.read_text())["data_version"]
-    return TrainData(torch.from_numpy(np.array(train_x)), torch.from_numpy(np.array(train_y)), val_x, val_y, version)
+    train = batches.place(torch.from_numpy(np.array(train_x)), torch.from_numpy(np.array(train_y)), device)
+    val = batches.place(torch.from_numpy(np.array(val_x)), torch.from_numpy(np.array(val_y)), device)
+    return TrainData(*train, *val, version)
 
 
 def build_learner(params: Params, train_count: int, world: World, device: torch.device) -> Learner:
@@ -285,7 +270,7 @@ def build_learner(params: Params, train_count: int, world: World, device: torch.
         frozen_blocks=arch.frozen_blocks,
     )
     model = model.to(device, memory_format=torch.channels_last)
-    average = weight_average(model, cfg.ema_decay) if cfg.ema_decay is not None else None
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay is not None else None
     groups = parameter_groups(model, arch.pretrained, cfg.lr, cfg.backbone_lr)
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     trainable_backbone = [p for p in pretrained_parameters(model) if p.requires_grad] if arch.pretrained else []
@@ -349,7 +334,7 @@ def logged_params(params: Params, data_version: str, device: torch.device) -> di
 def fit(params: Params, world: World, device: torch.device, paths: TrainPaths) -> None:
     cfg = params.train
     torch.manual_seed(cfg.seed)
-    data = load_data(cfg, paths)
+    data = load_data(cfg, paths, device)
     learner = build_learner(params, len(data.train_y), world, device)
     fingerprint = run_fingerprint(params, data.version)
     progress = resume(learner, fingerprint, paths.checkpoint, device)
@@ -392,31 +377,38 @@ def train_epoch(
     started = time.perf_counter()
     order = distributed.epoch_order(len(data.train_y), cfg.seed, epoch)
     rows = distributed.shard_batches(order, cfg.batch_size, world.rank, world.size)
-    batches = training_batches(data, rows, params, epoch, world, device)
-    seen, loss_sum, correct = 0, 0.0, 0
-    bar = tqdm(
-        batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=len(rows), unit="batch", disable=not world.is_main
-    )
-    for x, y in bar:
+    inputs = training_batches(data, rows, params, epoch, world, device)
+    # Summed on the device: reading a figure every step would make the host wait for the GPU.
+    seen = 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    bar = tqdm(inputs, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=len(rows), unit="batch", disable=not world.is_main)
+    shown = started
+    for step, (x, y) in enumerate(bar, 1):
         loss, logits = train_step(replicated, learner, x, y, device)
         seen += len(y)
-        loss_sum += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        if time.perf_counter() - shown >= PROGRESS_EVERY_S or step == len(rows):
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
+            shown = time.perf_counter()
+    # The clock stops once the device has finished the epoch's work, not when the host has queued it.
+    figures = [loss_sum.item(), correct.item(), seen]
     seconds = time.perf_counter() - started
-    loss_sum, correct, seen = distributed.sum_across([loss_sum, correct, seen], world, device)
-    return EpochStats(loss_sum, correct, seen, seconds)
+    loss_total, correct_total, seen_total = distributed.sum_across(figures, world, device)
+    return EpochStats(loss_total, int(correct_total), int(seen_total), seconds)
 
 
 def training_batches(
     data: TrainData, rows: list[torch.Tensor], params: Params, epoch: int, world: World, device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(model input, labels) on `device` for each batch of row indices: augmented, then normalised."""
+    """(model input, labels) for each batch of row indices: the uint8 rows on `device`, augmented and
+    normalised there, with random draws from a generator on that device."""
     cfg = params.train
-    generator = distributed.augmentation_generator(cfg.seed, epoch, world.rank)
-    for batch_rows in rows:
-        crops = augment(data.train_x[batch_rows], cfg.scale_min, cfg.jitter, generator, cfg.crop_size)
-        yield to_input(crops, params.preprocess, device), data.train_y[batch_rows].to(device, non_blocking=True)
+    generator = distributed.augmentation_generator(cfg.seed, epoch, world.rank, device)
+    for images, labels in batches.device_batches(data.train_x, data.train_y, rows, device):
+        crops = augment(images, cfg.scale_min, cfg.jitter, generator, cfg.crop_size)
+        yield batches.normalize(crops, params.preprocess), labels
 
 
 def train_step(
@@ -518,12 +510,14 @@ def write_reports(
     return best
 
 
-def log_outputs(tracker: Tracker, best: dict[str, float], params: Params, val_x: np.ndarray, paths: TrainPaths) -> None:
+def log_outputs(
+    tracker: Tracker, best: dict[str, float], params: Params, val_x: torch.Tensor, paths: TrainPaths
+) -> None:
     tracker.log_metrics({"best_val_accuracy": best["val_accuracy"]}, step=params.train.epochs)
     for artifact in (paths.history, paths.metrics, paths.best_model):
         tracker.log_artifact(artifact)
     best_model = model_from_checkpoint(torch.load(paths.best_model, weights_only=True))
-    example = normalize(val_x[:1], params.preprocess)
+    example = normalize(val_x[:1].cpu().numpy(), params.preprocess)
     tracker.log_torch_model(best_model.eval(), example, [f"torch=={torch.__version__.split('+')[0]}"])
 
 

@@ -30,6 +30,7 @@ class ReleaseBar:
     accuracy: float  # on the whole 2,000-image test split
     class_accuracy: float  # each class on its own
     max_model_bytes: int
+    formats: tuple[str, ...]  # what the served file may be; fp32 where the quantize guard refused int8
 
 
 def _release_bar() -> ReleaseBar:
@@ -39,6 +40,7 @@ def _release_bar() -> ReleaseBar:
         accuracy=release["min_accuracy"],
         class_accuracy=release["min_class_accuracy"],
         max_model_bytes=int(release["max_model_mb"] * 1024 * 1024),
+        formats=tuple(release["formats"]),
     )
 
 
@@ -90,6 +92,14 @@ def test_model_card_quotes_the_bundled_models_own_metrics() -> None:
 
 def test_bundled_model_file_is_within_the_release_size() -> None:
     assert (REPO / "models" / "model.onnx").stat().st_size <= RELEASE_BAR.max_model_bytes
+
+
+def test_bundled_model_is_served_in_a_release_format(bundled: TestClient) -> None:
+    """A model whose int8 copy the quantize guard refused is served as fp32: the bar decides if it may ship."""
+    info = bundled.get("/model").json()
+    served = "fp32" if info["quantization"]["format"] == "fp32" else "int8"
+    assert served == info["evaluation"]["format"]  # models/metrics.json says what is served
+    assert served in RELEASE_BAR.formats
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,48 @@ def test_dvc_plots_show_renders_exactly_the_four_intended_plots_without_a_cdn(re
 
 def test_plots_template_holds_the_pinned_vega_bundle() -> None:
     assert TEMPLATE.read_text(encoding="utf8") == render(), "run `python scripts/plots_template.py`"
+
+
+def test_confusion_matrix_shows_each_actual_class_as_shares_on_one_scale_per_revision(repo: Path) -> None:
+    """`dvc plots diff` of a 100-photo experiment beside the 2,000-photo model: shares, not counts, on 0-1."""
+    spec = json.loads(_dvc(repo, "plots", "show", "--json"))["data"]["Confusion matrix"][0]["content"]
+    assert spec["facet"]["column"]["field"] == "rev"  # one matrix per revision
+    assert spec["spec"]["encoding"]["y"]["field"] == "actual"
+    (share,) = [t for t in spec["spec"]["transform"] if t.get("as") == "percent_of_y"]
+    assert share["calculate"] == "datum.xy_count / datum.sum_y"  # a row, one actual class, sums to 1
+    assert spec["spec"]["layer"][0]["encoding"]["color"]["scale"] == {"domain": [0, 1]}
+
+
+def test_make_exps_shows_each_experiments_name_test_accuracy_and_changed_params_in_120_columns(repo: Path) -> None:
+    """An experiment as `dvc exp run` records it (a commit under refs/exps on the baseline), made by hand."""
+    baseline = _git(["rev-parse", "HEAD"], repo).strip()
+    params = (repo / "params.yaml").read_text()
+    metrics = json.loads((repo / "models/metrics.json").read_text())
+    changed = {"source: ../shared/data/dogs-vs-cats-20k.zip": "source: ../shared/data/dogs-vs-cats-mini.zip"}
+    changed |= {"image_size: 176": "image_size: 96", "epochs: 8": "epochs: 2"}
+    for old, new in changed.items():
+        assert old in params, old
+        params = params.replace(old, new)
+    (repo / "params.yaml").write_text(params)
+    (repo / "models/metrics.json").write_text(json.dumps(metrics | {"accuracy": 0.88, "val_accuracy": 0.87}))
+    _git(["add", "params.yaml", "models/metrics.json"], repo)
+    tree = _git(["write-tree"], repo).strip()
+    commit = _git(["commit-tree", tree, "-p", baseline, "-m", "dotal-moot"], repo).strip()
+    _git(["reset", "-q", "--hard"], repo)
+    ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/dotal-moot"
+    _git(["update-ref", ref, commit], repo)
+    try:
+        env = venv_env(COLUMNS=str(WIDTH))
+        for outer in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES"):  # an outer `make test`'s own lines
+            env.pop(outer, None)
+        shown = subprocess.run(
+            ["make", "-s", "exps", f"DVC={sys.executable} -m dvc"], cwd=repo, env=env, capture_output=True, text=True
+        ).stdout
+    finally:
+        _git(["update-ref", "-d", ref], repo)
+    lines = shown.splitlines()
+    assert lines and max(len(line) for line in lines) <= WIDTH, shown
+    header = next(line for line in lines if "Experiment" in line)
+    assert header.split() == ["Experiment", "accuracy", "data.source", "preprocess.image_size", "train.epochs"], shown
+    row = next(line for line in lines if "[dotal-moot]" in line).split()
+    assert row[-4:] == ["0.88", "../shared/data/dogs-vs-cats-mini.zip", "96", "2"], shown
