@@ -57,6 +57,9 @@ class TrainParams:
     ema_decay: float | None
     processes: int
     collective_timeout_s: int
+    drop_flagged: bool
+    distill_weight: float
+    distill_temperature: float
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,17 @@
 """Train the net `model.arch` names from the prepared uint8 caches.
 
-    python -m training.train PREPARED DATA_REPORT BEST_MODEL METRICS HISTORY   (dvc.yaml passes the paths)
+    python -m training.train PREPARED DATA_REPORT SOFT_LABELS BEST_MODEL METRICS HISTORY
+    (dvc.yaml passes the paths)
 
 One readable loop: uint8 batches on the device -> batched augmentation and the
 service's normalisation there -> model,
 one-cycle schedule with per-group learning rates (fresh head vs ImageNet
 backbone), label smoothing, an exponential moving average of the weights,
 validation through the exact serving preprocessing, best-by-val-accuracy
-checkpoint, resumable after interruption. Uses CUDA with bf16 autocast when
+checkpoint, resumable after interruption. With `train.distill_weight` > 0 the
+loss also learns from the teacher's out-of-fold probabilities (training/distill.py),
+and `train.drop_flagged` leaves out the photos the label-noise audit flagged;
+SOFT_LABELS, the audit stage's output, is read only for these. Uses CUDA with bf16 autocast when
 present; the same code runs on the CPU. On a GPU the uint8 caches live in its
 memory when they fit (training/batches.py), and the loop never waits on the
 device between steps, so the host queues step k+1 while the GPU runs step k.
@@ -45,6 +49,7 @@ from training.atomic import atomic_path
 from training.augment import augment
 from training.average import WeightAverage
 from training.cli import run_stage, stage_parser
+from training.distill import Objective, load_soft_labels
 from training.distributed import ONE_PROCESS, World
 from training.errors import MissingInputError, ParamsError
 from training.model import build_model, model_from_checkpoint, parameter_groups, pretrained_parameters
@@ -140,6 +145,7 @@ def arguments() -> argparse.ArgumentParser:
     parser = stage_parser("training.train", __doc__)
     parser.add_argument("prepared", type=Path, help="the uint8 caches prepare wrote")
     parser.add_argument("data_report", type=Path, help="ingest's report, for the data_version")
+    parser.add_argument("soft_labels", type=Path, help="the audit's teacher probabilities and flags (read when used)")
     parser.add_argument("best_model", type=Path, help="weights-only checkpoint to write; resume state goes beside it")
     parser.add_argument("metrics", type=Path, help="JSON summary to write")
     parser.add_argument("history", type=Path, help="CSV to write: one row per epoch")
@@ -149,7 +155,7 @@ def arguments() -> argparse.ArgumentParser:
 @record
 def main(argv: Sequence[str] | None = None) -> None:
     args = arguments().parse_args(argv)
-    paths = TrainPaths(args.prepared, args.data_report, args.best_model, args.metrics, args.history)
+    paths = TrainPaths(args.prepared, args.data_report, args.soft_labels, args.best_model, args.metrics, args.history)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
     cfg = params.train
@@ -177,6 +183,7 @@ class TrainPaths:
 
     prepared: Path
     data_report: Path
+    soft_labels: Path
     best_model: Path
     metrics: Path
     history: Path
@@ -197,6 +204,7 @@ class TrainData:
     val_x: torch.Tensor
     val_y: torch.Tensor
     version: str
+    teacher: torch.Tensor | None = None  # (N, C) out-of-fold teacher probabilities, when distilling
 
 
 @dataclass
@@ -207,7 +215,7 @@ class Learner:
     average: WeightAverage | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    loss_fn: nn.Module
+    loss_fn: Objective
     # Pretrained layers that may learn; during head_only_epochs they wait for the new head to settle.
     trainable_backbone: list[nn.Parameter]
 
@@ -246,17 +254,30 @@ class EpochStats:
     seconds: float
 
 
-def load_data(cfg: TrainParams, paths: TrainPaths, device: torch.device) -> TrainData:
+def load_data(params: Params, paths: TrainPaths, device: torch.device) -> TrainData:
+    cfg = params.train
     train_x, train_y = load_split(paths.prepared, "train")
     val_x, val_y = load_split(paths.prepared, "val")
+    teacher = None
+    if cfg.drop_flagged or objective(cfg).needs_teacher:
+        soft = load_soft_labels(paths.soft_labels, params.data.classes, np.asarray(train_y))
+        keep = ~soft.flagged if cfg.drop_flagged else np.ones(len(train_y), dtype=bool)
+        log.info("training on %d of %d photos (%d flagged by the audit)", keep.sum(), len(keep), soft.flagged.sum())
+        train_x, train_y, teacher = train_x[keep], train_y[keep], soft.probabilities[keep]
     if cfg.max_train_images is not None:
         train_x, train_y = train_x[: cfg.max_train_images], train_y[: cfg.max_train_images]
+        teacher = teacher[: cfg.max_train_images] if teacher is not None else None
     if not paths.data_report.is_file():
         raise MissingInputError(f"{paths.data_report} is missing; run `python -m training.ingest` first")
     version = json.loads(paths.data_report.read_text())["data_version"]
     train = batches.place(torch.from_numpy(np.array(train_x)), torch.from_numpy(np.array(train_y)), device)
     val = batches.place(torch.from_numpy(np.array(val_x)), torch.from_numpy(np.array(val_y)), device)
-    return TrainData(*train, *val, version)
+    placed_teacher = torch.from_numpy(teacher).to(device) if objective(cfg).needs_teacher else None
+    return TrainData(*train, *val, version, placed_teacher)
+
+
+def objective(cfg: TrainParams) -> Objective:
+    return Objective(cfg.label_smoothing, cfg.distill_weight, cfg.distill_temperature)
 
 
 def build_learner(params: Params, train_count: int, world: World, device: torch.device) -> Learner:
@@ -282,8 +303,7 @@ def build_learner(params: Params, train_count: int, world: World, device: torch.
         steps_per_epoch=steps_per_epoch,
         pct_start=0.25,
     )
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    return Learner(model, average, optimizer, scheduler, loss_fn, trainable_backbone)
+    return Learner(model, average, optimizer, scheduler, objective(cfg), trainable_backbone)
 
 
 def resume(learner: Learner, fingerprint: str, checkpoint: Path, device: torch.device) -> Progress:
@@ -334,7 +354,7 @@ def logged_params(params: Params, data_version: str, device: torch.device) -> di
 def fit(params: Params, world: World, device: torch.device, paths: TrainPaths) -> None:
     cfg = params.train
     torch.manual_seed(cfg.seed)
-    data = load_data(cfg, paths, device)
+    data = load_data(params, paths, device)
     learner = build_learner(params, len(data.train_y), world, device)
     fingerprint = run_fingerprint(params, data.version)
     progress = resume(learner, fingerprint, paths.checkpoint, device)
@@ -384,8 +404,8 @@ def train_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     bar = tqdm(inputs, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=len(rows), unit="batch", disable=not world.is_main)
     shown = started
-    for step, (x, y) in enumerate(bar, 1):
-        loss, logits = train_step(replicated, learner, x, y, device)
+    for step, (x, y, teacher) in enumerate(bar, 1):
+        loss, logits = train_step(replicated, learner, x, y, teacher, device)
         seen += len(y)
         loss_sum += loss.detach().double() * len(y)
         correct += (logits.argmax(1) == y).sum()
@@ -401,23 +421,30 @@ def train_epoch(
 
 def training_batches(
     data: TrainData, rows: list[torch.Tensor], params: Params, epoch: int, world: World, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(model input, labels) for each batch of row indices: the uint8 rows on `device`, augmented and
-    normalised there, with random draws from a generator on that device."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """(model input, labels, teacher probabilities or None) for each batch of row indices: the uint8 rows
+    on `device`, augmented and normalised there, with random draws from a generator on that device."""
     cfg = params.train
     generator = distributed.augmentation_generator(cfg.seed, epoch, world.rank, device)
-    for images, labels in batches.device_batches(data.train_x, data.train_y, rows, device):
+    cut = batches.device_batches(data.train_x, data.train_y, rows, device)
+    for (images, labels), index in zip(cut, rows, strict=True):
         crops = augment(images, cfg.scale_min, cfg.jitter, generator, cfg.crop_size)
-        yield batches.normalize(crops, params.preprocess), labels
+        teacher = data.teacher[index.to(device, non_blocking=True)] if data.teacher is not None else None
+        yield batches.normalize(crops, params.preprocess), labels, teacher
 
 
 def train_step(
-    replicated: nn.Module, learner: Learner, x: torch.Tensor, y: torch.Tensor, device: torch.device
+    replicated: nn.Module,
+    learner: Learner,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    teacher: torch.Tensor | None,
+    device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, logits) of one batch, after the optimizer, schedule and weight average have stepped."""
     with autocast(device):
         logits = replicated(x).float()
-    loss = learner.loss_fn(logits, y)
+    loss = learner.loss_fn(logits, y, teacher)
     learner.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     learner.optimizer.step()

@@ -117,3 +117,51 @@ def test_prepared_data_missing_names_the_stage_to_run(workspace: Path) -> None:
     shutil.rmtree("data/prepared")
     with pytest.raises(FileNotFoundError, match="training.prepare"):
         train.main(ARGS)
+
+
+def _write_soft_labels(flagged: set[int]) -> None:
+    """The audit's output for the workspace's 64 training photos: a confident, right teacher."""
+    labels = np.load("data/prepared/train_labels.npy")
+    rows = [
+        f"t/{i}.jpg,train,{['cat', 'dog'][label]},{0.9 if label == 0 else 0.1},{0.1 if label == 0 else 0.9},"
+        f"{i in flagged},{['dog', 'cat'][label] if i in flagged else ''}\n"
+        for i, label in enumerate(labels)
+    ]
+    Path("data/teacher").mkdir(parents=True)
+    Path("data/teacher/soft_labels.csv").write_text("path,split,label,p_cat,p_dog,flagged,suggested\n" + "".join(rows))
+
+
+def _set_train_params(**values: object) -> None:
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["train"] |= values
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.mark.slow
+def test_distillation_and_dropping_flagged_photos_train_from_the_audits_soft_labels(
+    workspace: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _write_soft_labels(flagged={0, 1, 2, 3})
+    _set_train_params(distill_weight=0.5, distill_temperature=2.0, drop_flagged=True, epochs=1)
+    caplog.set_level("INFO")
+    train.main(ARGS)
+    assert "training on 60 of 64 photos (4 flagged by the audit)" in caplog.text
+    assert json.loads(Path("reports/train.json").read_text())["train_images"] == 60
+
+
+def test_default_recipe_never_reads_the_soft_labels(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unread(*args: object) -> None:
+        raise AssertionError("the default recipe read the soft labels")
+
+    monkeypatch.setattr(train, "load_soft_labels", unread)
+    data = train.load_data(train.load_params(), train.TrainPaths(*map(Path, ARGS)), torch.device("cpu"))
+    assert data.teacher is None and len(data.train_y) == 64
+
+
+def test_soft_labels_for_other_photos_are_refused_with_the_stage_to_rerun(workspace: Path) -> None:
+    _write_soft_labels(flagged=set())
+    text = Path("data/teacher/soft_labels.csv").read_text().splitlines()
+    Path("data/teacher/soft_labels.csv").write_text("\n".join(text[:-1]) + "\n")  # one photo short
+    _set_train_params(drop_flagged=True)
+    with pytest.raises(FileNotFoundError, match="dvc repro audit"):
+        train.main(ARGS)
