@@ -3,9 +3,9 @@
     python -m training.features IMAGES_ZIP SPLIT_CSV FEATURES   (dvc.yaml passes the paths)
 
 One forward pass per photo through `teacher.variant` (EfficientNet-Lite2 by default, from its
-pinned wheel), from the original bytes at `teacher.image_size`, averaged over the photo and its
-mirror. The output is DVC-cached, so the audit stage and the student never pay for the teacher
-again. The test split is not read: nothing chosen from these features has seen it.
+pinned wheel), from the original bytes at `teacher.image_size`; with `teacher.flip`, averaged over
+the photo and its mirror (twice the cost). The output is DVC-cached, so the audit stage and the
+student never pay for the teacher again. The test split is not read: nothing chosen from these features has seen it.
 """
 
 from __future__ import annotations
@@ -44,15 +44,20 @@ def load_teacher(cfg: TeacherParams) -> efficientnet_lite.EfficientNetLite:
 
 
 def pooled_features(
-    net: efficientnet_lite.EfficientNetLite, images: list[LabelledImage], spec: PreprocessSpec, batch_size: int
+    net: efficientnet_lite.EfficientNetLite,
+    images: list[LabelledImage],
+    spec: PreprocessSpec,
+    batch_size: int,
+    flip: bool,
 ) -> np.ndarray:
-    """(N, FEATURES) float32: the mean of each photo's and its mirror's pooled activations."""
+    """(N, FEATURES) float32: each photo's pooled activations, or their mean with its mirror's when `flip`."""
     out = np.empty((len(images), efficientnet_lite.FEATURES), dtype=np.float32)
     with torch.inference_mode():
         for start in tqdm(range(0, len(images), batch_size), desc="teacher features", unit="batch"):
             chunk = images[start : start + batch_size]
             x = torch.from_numpy(np.concatenate([preprocess(image.data, spec) for image in chunk]))
-            out[start : start + len(chunk)] = ((net.pooled(x) + net.pooled(x.flip(3))) / 2).numpy()
+            pooled = (net.pooled(x) + net.pooled(x.flip(3))) / 2 if flip else net.pooled(x)
+            out[start : start + len(chunk)] = pooled.numpy()
     return out
 
 
@@ -65,7 +70,7 @@ def extract(cfg: TeacherParams, classes: Sequence[str], images_zip: Path, split_
     splits = np.array([split for split in SPLITS for _ in by_split[split]])
     torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
-    features = pooled_features(load_teacher(cfg), images, teacher_spec(cfg), cfg.batch_size)
+    features = pooled_features(load_teacher(cfg), images, teacher_spec(cfg), cfg.batch_size, cfg.flip)
     seconds = time.perf_counter() - started
     with atomic_path(dest) as tmp, tmp.open("wb") as handle:
         np.savez(

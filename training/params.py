@@ -66,6 +66,7 @@ class TrainParams:
 class TeacherParams:
     variant: str
     image_size: int
+    flip: bool
     batch_size: int
     threads: int
     folds: int

@@ -11,7 +11,7 @@ from training.audit import audit, class_thresholds, confident_flags, out_of_fold
 from training.errors import ParamsError
 from training.params import TeacherParams
 
-CFG = TeacherParams(variant="lite0", image_size=64, batch_size=8, threads=1, folds=4, l2=0.1, seed=0)
+CFG = TeacherParams(variant="lite0", image_size=64, flip=False, batch_size=8, threads=1, folds=4, l2=0.1, seed=0)
 
 
 def test_a_photo_is_flagged_only_when_another_class_clears_its_threshold_and_its_own_does_not() -> None:

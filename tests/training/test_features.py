@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tests.helpers.paths import MINI_ZIP
 from training.features import extract, load_teacher, teacher_spec
 from training.params import TeacherParams
 
-CFG = TeacherParams(variant="lite2", image_size=64, batch_size=4, threads=2, folds=2, l2=0.1, seed=0)
+CFG = TeacherParams(variant="lite2", image_size=64, flip=True, batch_size=4, threads=2, folds=2, l2=0.1, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +55,10 @@ def test_features_cover_train_and_val_only_with_the_flip_averaged_teacher_vector
         expected = ((net.pooled(x) + net.pooled(x.flip(3))) / 2).numpy()[0]
     np.testing.assert_allclose(data["features"][0], expected, rtol=1e-4, atol=1e-5)
     assert not np.allclose(data["features"][0], data["features"][1])
+
+    single = dataclasses.replace(CFG, flip=False)
+    extract(single, ("cat", "dog"), images_zip, split_csv, tmp_path / "single.npz")
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            np.load(tmp_path / "single.npz")["features"][0], net.pooled(x).numpy()[0], rtol=1e-4, atol=1e-5
+        )
