@@ -60,6 +60,7 @@ class TrainParams:
     drop_flagged: bool
     distill_weight: float
     distill_temperature: float
+    mixup_alpha: float
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ backbone), label smoothing, an exponential moving average of the weights,
 validation through the exact serving preprocessing, best-by-val-accuracy
 checkpoint, resumable after interruption. With `train.distill_weight` > 0 the
 loss also learns from the teacher's out-of-fold probabilities (training/distill.py),
-and `train.drop_flagged` leaves out the photos the label-noise audit flagged;
+`train.drop_flagged` leaves out the photos the label-noise audit flagged, and
+`train.mixup_alpha` > 0 mixes each batch with itself (training/mixup.py);
 SOFT_LABELS, the audit stage's output, is read only for these. Uses CUDA with bf16 autocast when
 present; the same code runs on the CPU. On a GPU the uint8 caches live in its
 memory when they fit (training/batches.py), and the loop never waits on the
@@ -52,6 +53,7 @@ from training.cli import run_stage, stage_parser
 from training.distill import Objective, load_soft_labels
 from training.distributed import ONE_PROCESS, World
 from training.errors import MissingInputError, ParamsError
+from training.mixup import mix, mixing_share
 from training.model import build_model, model_from_checkpoint, parameter_groups, pretrained_parameters
 from training.params import Params, TrainParams, load_params
 from training.prepare import load_split
@@ -245,6 +247,24 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """One training step's input and targets, on the device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    teacher: torch.Tensor | None = None  # the teacher's probabilities for these rows, when distilling
+    partner: torch.Tensor | None = None  # mixup: the row each image was mixed with
+    share: float = 1.0  # mixup: each image's own weight in its mix
+
+    def loss(self, objective: Objective, logits: torch.Tensor) -> torch.Tensor:
+        own = objective(logits, self.y, self.teacher)
+        if self.partner is None:
+            return own
+        teacher = self.teacher[self.partner] if self.teacher is not None else None
+        return self.share * own + (1 - self.share) * objective(logits, self.y[self.partner], teacher)
+
+
+@dataclass(frozen=True)
 class EpochStats:
     """One epoch's training figures, summed over every process."""
 
@@ -404,11 +424,11 @@ def train_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     bar = tqdm(inputs, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=len(rows), unit="batch", disable=not world.is_main)
     shown = started
-    for step, (x, y, teacher) in enumerate(bar, 1):
-        loss, logits = train_step(replicated, learner, x, y, teacher, device)
-        seen += len(y)
-        loss_sum += loss.detach().double() * len(y)
-        correct += (logits.argmax(1) == y).sum()
+    for step, batch in enumerate(bar, 1):
+        loss, logits = train_step(replicated, learner, batch, device)
+        seen += len(batch.y)
+        loss_sum += loss.detach().double() * len(batch.y)
+        correct += (logits.argmax(1) == batch.y).sum()
         if time.perf_counter() - shown >= PROGRESS_EVERY_S or step == len(rows):
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
             shown = time.perf_counter()
@@ -421,30 +441,33 @@ def train_epoch(
 
 def training_batches(
     data: TrainData, rows: list[torch.Tensor], params: Params, epoch: int, world: World, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """(model input, labels, teacher probabilities or None) for each batch of row indices: the uint8 rows
-    on `device`, augmented and normalised there, with random draws from a generator on that device."""
+) -> Iterator[Batch]:
+    """The step's Batch for each batch of row indices: the uint8 rows on `device`, augmented, normalised
+    and (with mixup) mixed there, with random draws from a generator on that device."""
     cfg = params.train
     generator = distributed.augmentation_generator(cfg.seed, epoch, world.rank, device)
+    # The mixing shares come from the host: one scalar per batch, reproducible per (seed, epoch, rank).
+    shares = np.random.default_rng([cfg.seed, epoch, world.rank])
     cut = batches.device_batches(data.train_x, data.train_y, rows, device)
     for (images, labels), index in zip(cut, rows, strict=True):
         crops = augment(images, cfg.scale_min, cfg.jitter, generator, cfg.crop_size)
+        x = batches.normalize(crops, params.preprocess)
         teacher = data.teacher[index.to(device, non_blocking=True)] if data.teacher is not None else None
-        yield batches.normalize(crops, params.preprocess), labels, teacher
+        if cfg.mixup_alpha > 0:
+            share = mixing_share(cfg.mixup_alpha, shares)
+            mixed, partner = mix(x, share, generator)
+            yield Batch(mixed, labels, teacher, partner, share)
+        else:
+            yield Batch(x, labels, teacher)
 
 
 def train_step(
-    replicated: nn.Module,
-    learner: Learner,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    teacher: torch.Tensor | None,
-    device: torch.device,
+    replicated: nn.Module, learner: Learner, batch: Batch, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, logits) of one batch, after the optimizer, schedule and weight average have stepped."""
     with autocast(device):
-        logits = replicated(x).float()
-    loss = learner.loss_fn(logits, y, teacher)
+        logits = replicated(batch.x).float()
+    loss = batch.loss(learner.loss_fn, logits)
     learner.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     learner.optimizer.step()

@@ -138,11 +138,11 @@ def _set_train_params(**values: object) -> None:
 
 
 @pytest.mark.slow
-def test_distillation_and_dropping_flagged_photos_train_from_the_audits_soft_labels(
+def test_distillation_mixup_and_dropping_flagged_photos_train_from_the_audits_soft_labels(
     workspace: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     _write_soft_labels(flagged={0, 1, 2, 3})
-    _set_train_params(distill_weight=0.5, distill_temperature=2.0, drop_flagged=True, epochs=1)
+    _set_train_params(distill_weight=0.5, distill_temperature=2.0, drop_flagged=True, mixup_alpha=0.4, epochs=1)
     caplog.set_level("INFO")
     train.main(ARGS)
     assert "training on 60 of 64 photos (4 flagged by the audit)" in caplog.text
