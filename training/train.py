@@ -252,7 +252,7 @@ def load_data(cfg: TrainParams, paths: TrainPaths, device: torch.device) -> Trai
     if cfg.max_train_images is not None:
         train_x, train_y = train_x[: cfg.max_train_images], train_y[: cfg.max_train_images]
     if not paths.data_report.is_file():
-        raise MissingInputError(f"{paths.data_report} is missing; run `python -m training.ingest` first")
+        raise MissingInputError(f"{paths.data_report} is missing; run `dvc repro ingest` first")
     version = json.loads(paths.data_report.read_text())["data_version"]
     train = batches.place(torch.from_numpy(np.array(train_x)), torch.from_numpy(np.array(train_y)), device)
     val = batches.place(torch.from_numpy(np.array(val_x)), torch.from_numpy(np.array(val_y)), device)
