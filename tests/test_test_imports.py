@@ -28,7 +28,7 @@ def imported_files(source: Path, root: Path) -> set[Path]:
             module = ".".join((*base, *(node.module.split(".") if node.module else ())))
             names.add(module)
             names.update(f"{module}.{alias.name}" for alias in node.names)
-    return {root / (name.replace(".", "/") + ".py") for name in names} & set(root.rglob("*.py"))
+    return {path for name in names if (path := root / (name.replace(".", "/") + ".py")).is_file()}
 
 
 def imports_of_test_modules(root: Path) -> list[str]:

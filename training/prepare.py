@@ -79,7 +79,7 @@ def run_prepare(
 ) -> dict[str, int]:
     rows = read_split(split_path)
     if not zip_path.exists():
-        raise MissingInputError(f"{zip_path} is missing; run `python -m training.ingest` first")
+        raise MissingInputError(f"{zip_path} is missing; run `dvc repro ingest` first")
     sizes = {}
     for split in SPLITS:
         split_rows = [row for row in rows if row.split == split]
@@ -95,13 +95,13 @@ def load_split(prepared_dir: Path | str, split: str, *, mmap: bool = True) -> tu
     prepared = Path(prepared_dir)
     image_path, label_path = prepared / f"{split}_images.npy", prepared / f"{split}_labels.npy"
     if not image_path.exists() or not label_path.exists():
-        raise MissingInputError(f"{image_path} or {label_path} is missing; run `python -m training.prepare` first")
+        raise MissingInputError(f"{image_path} or {label_path} is missing; run `dvc repro prepare` first")
     images = np.load(image_path, mmap_mode="r" if mmap else None)
     labels = np.load(label_path)
     if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8 or len(images) != len(labels):
         raise ValueError(
             f"{prepared} is inconsistent: images {images.shape} {images.dtype}, labels {labels.shape}; "
-            "re-run `python -m training.prepare`"
+            "re-run `dvc repro -f prepare`"
         )
     return images, labels
 

@@ -102,14 +102,14 @@ def split_counts(rows: Sequence[SplitRow], classes: Sequence[str]) -> dict[str, 
 
 def read_manifest(path: Path) -> list[dict[str, str]]:
     if not path.exists():
-        raise MissingInputError(f"{path} is missing; run `python -m training.ingest` first")
+        raise MissingInputError(f"{path} is missing; run `dvc repro ingest` first")
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
 
 
 def read_split(path: Path) -> list[SplitRow]:
     if not path.exists():
-        raise MissingInputError(f"{path} is missing; run `python -m training.split` first")
+        raise MissingInputError(f"{path} is missing; run `dvc repro split` first")
     with path.open(newline="") as handle:
         return [SplitRow(**row) for row in csv.DictReader(handle)]
 

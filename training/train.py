@@ -288,7 +288,7 @@ def load_data(params: Params, paths: TrainPaths, device: torch.device) -> TrainD
         train_x, train_y = train_x[: cfg.max_train_images], train_y[: cfg.max_train_images]
         teacher = teacher[: cfg.max_train_images] if teacher is not None else None
     if not paths.data_report.is_file():
-        raise MissingInputError(f"{paths.data_report} is missing; run `python -m training.ingest` first")
+        raise MissingInputError(f"{paths.data_report} is missing; run `dvc repro ingest` first")
     version = json.loads(paths.data_report.read_text())["data_version"]
     train = batches.place(torch.from_numpy(np.array(train_x)), torch.from_numpy(np.array(train_y)), device)
     val = batches.place(torch.from_numpy(np.array(val_x)), torch.from_numpy(np.array(val_y)), device)

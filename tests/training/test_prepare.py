@@ -116,7 +116,7 @@ def test_cmyk_alpha_and_palette_images_are_prepared_as_rgb(tmp_path, image):
 
 
 def test_load_split_explains_missing_outputs(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m training.prepare"):
+    with pytest.raises(FileNotFoundError, match="dvc repro prepare"):
         load_split(tmp_path, "train")
     with pytest.raises(ValueError, match="unknown split"):
         load_split(tmp_path, "holdout")

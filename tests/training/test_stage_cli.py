@@ -81,7 +81,7 @@ def test_a_missing_input_names_the_stage_to_run(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     result = _run(stage_command("prepare"), tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert _error_lines(result) == ["error: data/split.csv is missing; run `python -m training.split` first"]
+    assert _error_lines(result) == ["error: data/split.csv is missing; run `dvc repro split` first"]
 
 
 def test_a_bug_still_shows_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
