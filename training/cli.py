@@ -1,4 +1,4 @@
-"""The stages' command line, one mechanism for all seven.
+"""The stages' command line, one mechanism for every stage.
 
 dvc.yaml passes each stage its paths as arguments, so a path is written once, in dvc.yaml, and
 `python -m <stage> --help` says what each one is. A mistake the user can fix (training/errors.py)
