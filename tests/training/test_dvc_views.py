@@ -17,7 +17,7 @@ from scripts.plots_template import TEMPLATE, render
 from tests.helpers.commands import copy_working_tree, venv_env
 
 WIDTH = 120
-INTENDED_PLOTS = ["Accuracy", "Confusion_matrix", "Loss", "ROC"]  # dvc.yaml's top-level plots
+INTENDED_PLOTS = ["Accuracy", "Confusion_matrix", "Loss", "ROC", "Reliability"]  # dvc.yaml's top-level plots
 
 
 def _git(args: list[str], cwd: Path) -> str:
@@ -75,7 +75,7 @@ def test_dvc_exp_show_fits_120_columns_and_shows_the_test_accuracy(repo: Path) -
     assert str(round(accuracy, 5)) in workspace.split(), workspace
 
 
-def test_dvc_plots_show_renders_exactly_the_four_intended_plots_without_a_cdn(repo: Path) -> None:
+def test_dvc_plots_show_renders_exactly_the_intended_plots_without_a_cdn(repo: Path) -> None:
     _dvc(repo, "plots", "show")
     page = (repo / "dvc_plots" / "index.html").read_text()
     assert sorted(re.findall(r'<div id = "([^"]+)">', page)) == INTENDED_PLOTS

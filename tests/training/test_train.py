@@ -115,7 +115,7 @@ def test_cuda_request_without_gpu_names_the_fix(monkeypatch: pytest.MonkeyPatch)
 
 def test_prepared_data_missing_names_the_stage_to_run(workspace: Path) -> None:
     shutil.rmtree("data/prepared")
-    with pytest.raises(FileNotFoundError, match="training.prepare"):
+    with pytest.raises(FileNotFoundError, match="dvc repro prepare"):
         train.main(ARGS)
 
 
