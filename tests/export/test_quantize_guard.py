@@ -16,10 +16,10 @@ import pytest
 from mlflow import MlflowClient
 
 from export.quantize import GuardReport, judge, track, verdict
+from tests.helpers.paths import REPO
 from training.params import load_params
 from training.tracking import local_tracking_uri, tracked_run
 
-REPO = Path(__file__).resolve().parents[2]
 BARS = load_params(REPO / "params.yaml").quantize
 
 

@@ -13,7 +13,6 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +22,8 @@ from service.app import create_app
 from service.config import Settings
 from service.model import SessionTuning, load_model
 from service.preprocessing import preprocess
+from tests.helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PHOTOS = ("cat", "dog")
 NUMBER = r"([0-9]+(?:\.[0-9]+)?)"

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 import training.train as train
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.paths import REPO
 
 # Saves epoch 1, then starts saving epoch 2 with an object whose pickling announces itself and hangs:
 # by then torch.save has opened its output file, so the parent's SIGKILL lands mid-write.

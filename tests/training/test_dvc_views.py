@@ -67,14 +67,6 @@ def test_dvc_metrics_show_is_one_table_of_headline_figures_within_120_columns(re
     assert row.split()[0] == "models/metrics.json"
 
 
-def test_dvc_exp_show_fits_120_columns_and_shows_the_test_accuracy(repo: Path) -> None:
-    lines = _dvc(repo, "exp", "show", "--no-pager").splitlines()
-    assert max(len(line) for line in lines) <= WIDTH, "\n".join(lines)
-    accuracy = json.loads((repo / "models" / "metrics.json").read_text())["accuracy"]
-    workspace = next(line for line in lines if line.split()[:1] == ["workspace"])
-    assert str(round(accuracy, 5)) in workspace.split(), workspace
-
-
 def test_dvc_plots_show_renders_exactly_the_intended_plots_without_a_cdn(repo: Path) -> None:
     _dvc(repo, "plots", "show")
     page = (repo / "dvc_plots" / "index.html").read_text()

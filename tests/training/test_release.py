@@ -4,18 +4,17 @@ refused it may be the bundled one; models/metrics.json's `format` says what the 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from service.metadata import ModelMetadata
 from service.preprocessing import PreprocessSpec
-from training.evaluate import headline
+from tests.helpers.paths import REPO
+from training.evaluate import calibration_report, headline
 from training.metrics import classification_report
 from training.params import load_params
 from training.release import MIB, release_failures
 
-REPO = Path(__file__).resolve().parents[2]
 BAR = load_params(REPO / "params.yaml").release
 FP32_BYTES = 13_643_302  # the bundled recipe's fp32 export: inside release.max_model_mb
 
@@ -25,7 +24,9 @@ def _report(right_per_class: int) -> dict:
     labels = np.repeat([0, 1], 1000)
     confident = np.where(np.arange(2000) % 1000 < right_per_class, 0.9, 0.1)
     dog = np.where(labels == 1, confident, 1 - confident)
-    return classification_report(labels, np.stack([1 - dog, dog], axis=1), ["cat", "dog"])
+    probabilities = np.stack([1 - dog, dog], axis=1)
+    report = classification_report(labels, probabilities, ["cat", "dog"])
+    return report | {"calibration": calibration_report(labels, probabilities, temperature=1.0)}
 
 
 def _metadata(quantization: dict) -> ModelMetadata:
