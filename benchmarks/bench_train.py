@@ -157,13 +157,17 @@ class SmSampler:
         return statistics.median(self.samples[busy[0] : busy[-1] + 1]) if busy else None
 
 
-def write_workspace(root: Path, params: Params, batch: int, loop_steps: int, epochs: int, device: str) -> None:
-    """params.yaml and synthetic prepared caches for a train stage of loop_steps steps over `epochs` epochs."""
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+def loop_params(code: Path, batch: int, epochs: int, device: str) -> str:
+    """That code tree's own params.yaml (its keys may differ from this one's), set up for the timed loop."""
+    raw = yaml.safe_load((code / "params.yaml").read_text())
     raw["model"]["pretrained"] = False
     raw["train"] |= {"epochs": epochs, "batch_size": batch, "max_train_images": None, "processes": 1}
     raw["train"] |= {"device": device, "head_only_epochs": 0}
-    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    return yaml.safe_dump(raw)
+
+
+def write_workspace(root: Path, params: Params, batch: int, loop_steps: int, epochs: int) -> None:
+    """Synthetic prepared caches for a train stage of loop_steps steps over `epochs` epochs."""
     prepared = root / "data" / "prepared"
     prepared.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -176,8 +180,9 @@ def write_workspace(root: Path, params: Params, batch: int, loop_steps: int, epo
     (root / "reports" / "data.json").write_text(json.dumps({"data_version": "bench"}))
 
 
-def run_loop(workspace: Path, code: Path, device: torch.device) -> tuple[float, float | None]:
+def run_loop(workspace: Path, code: Path, device: torch.device, batch: int, epochs: int) -> tuple[float, float | None]:
     """(images/s of the epochs after the first, median SM busy) of the train stage from `code`."""
+    (workspace / "params.yaml").write_text(loop_params(code, batch, epochs, device.type))
     for stale in ("models", "mlruns", "mlflow.db"):
         target = workspace / stale
         shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
@@ -200,8 +205,8 @@ def train_command(code: Path) -> list[str]:
 
 
 def code_at(revision: str, into: Path) -> Path:
-    """training/, service/ and dvc.yaml as they are at a git revision, extracted under `into`."""
-    paths = ["training", "service", "dvc.yaml"]
+    """training/, service/, dvc.yaml and params.yaml as they are at a git revision, extracted under `into`."""
+    paths = ["training", "service", "dvc.yaml", "params.yaml"]
     command = ["git", "-C", str(REPO), "archive", revision, *paths]
     archive = subprocess.run(command, capture_output=True, check=True).stdout
     into.mkdir(parents=True)
@@ -238,14 +243,14 @@ def main() -> None:
             row = {"batch": batch} | bench_parts(params, batch, steps, device)
             workspace = Path(scratch) / f"b{batch}"
             workspace.mkdir()
-            write_workspace(workspace, params, batch, loop_steps, args.epochs, device.type)
+            write_workspace(workspace, params, batch, loop_steps, args.epochs)
             new_runs, old_runs, busy = [], [], []
             for repeat in range(args.repeats):
                 print(f"batch {batch}: loop run {repeat + 1}/{args.repeats}", file=sys.stderr, flush=True)
                 if old_code is not None:
-                    old_runs.append(run_loop(workspace, old_code, device)[0])
+                    old_runs.append(run_loop(workspace, old_code, device, batch, args.epochs)[0])
                     print(f"  loop at {args.compare}: {old_runs[-1]:.1f} images/s", file=sys.stderr, flush=True)
-                rate, sm = run_loop(workspace, REPO, device)
+                rate, sm = run_loop(workspace, REPO, device, batch, args.epochs)
                 new_runs.append(rate)
                 print(f"  loop: {rate:.1f} images/s", file=sys.stderr, flush=True)
                 busy += [sm] if sm is not None else []
