@@ -212,9 +212,12 @@ def test_export_main_returns_normally_when_the_gate_passes(
     calls: list[inspect.BoundArguments] = []
     passing = stage_report(ParityReport(64, 0, 3e-7, 1e-4, "cat/abc.jpg"))
     monkeypatch.setattr(export.export, "export_model", fake_stage(passing, calls))
+    tracked: list[Path] = []
+    monkeypatch.setattr(export.export, "track", lambda report, cfg, report_path: tracked.append(report_path))
     caplog.set_level(logging.INFO)
     export.export.main(ARGS)
     assert_asked_for_params_yaml_gate(calls)
+    assert tracked == [PATHS.parity_report]  # the gate's report is what the model's MLflow run keeps
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     (line,) = [r.getMessage() for r in caplog.records if "parity passed" in r.getMessage()]
     assert line == f"parity passed on 64 images (max |diff| 3.00e-07); temperature 0.7; wrote {PATHS.onnx_model}"

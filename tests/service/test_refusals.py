@@ -78,7 +78,14 @@ def test_the_default_upload_limit_reads_10_mib() -> None:
 
 @pytest.mark.parametrize(
     "size,text",
-    [(10 * MIB, "10 MiB"), (1536, "1.5 KiB"), (1000, "1000 bytes"), (5_000_000, "4.768 MiB"), (3 << 30, "3 GiB")],
+    [
+        (10 * MIB, "10 MiB"),
+        (MIB, "1 MiB"),
+        (1536, "1.5 KiB"),
+        (1000, "1000 bytes"),
+        (5_000_000, "4.768 MiB"),
+        (3 << 30, "3 GiB"),
+    ],
 )
 def test_sizes_read_in_binary_units(size: int, text: str) -> None:
     assert readable_size(size) == text
