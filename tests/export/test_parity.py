@@ -142,14 +142,11 @@ def _write_stage_inputs(model: torch.nn.Module, real_images: list[tuple[str, byt
     )
 
 
-def test_calibrated_export_serves_softmax_of_logits_over_the_fitted_temperature(
-    model, real_images, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    _write_stage_inputs(model, real_images)
-    report = export_model(
+def _export_stage(dest: Path, calibrate: bool = False) -> dict:
+    """The export stage on what _write_stage_inputs wrote: opset 18, 64 parity images, atol 1e-4."""
+    return export_model(
         Path("best.pth"),
-        Path("model.onnx"),
+        dest,
         Path("parity.json"),
         18,
         64,
@@ -157,8 +154,16 @@ def test_calibrated_export_serves_softmax_of_logits_over_the_fitted_temperature(
         flip_tta=False,
         images_zip=Path("images.zip"),
         split_csv=Path("split.csv"),
-        calibrate=True,
+        calibrate=calibrate,
     )
+
+
+def test_calibrated_export_serves_softmax_of_logits_over_the_fitted_temperature(
+    model, real_images, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _write_stage_inputs(model, real_images)
+    report = _export_stage(Path("model.onnx"), calibrate=True)
     assert report["passed"] is True and report["calibration_images"] == len(real_images)
     temperature = report["temperature"]
     assert temperature != 1.0 and report["val_nll_after"] < report["val_nll_before"]
@@ -184,17 +189,7 @@ def test_export_stage_with_broken_normalisation_fails_and_keeps_previous_model(
         real_stamp(proto, dataclasses.replace(metadata, preprocessing=broken))
 
     monkeypatch.setattr("export.export.stamp_metadata", stamp_wrong_normalisation)
-    report = export_model(
-        Path("best.pth"),
-        previous,
-        Path("parity.json"),
-        18,
-        64,
-        1e-4,
-        flip_tta=False,
-        images_zip=Path("images.zip"),
-        split_csv=Path("split.csv"),
-    )
+    report = _export_stage(previous)
     assert report["passed"] is False
     assert previous.read_bytes() == b"previous model"
     assert json.loads(Path("parity.json").read_text())["passed"] is False
