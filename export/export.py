@@ -86,7 +86,28 @@ def to_onnx(model: torch.nn.Module, image_size: int, opset: int) -> onnx.ModelPr
         dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
         verbose=False,
     )
-    return program.model_proto
+    return without_provenance(program.model_proto)
+
+
+def without_provenance(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph without the exporter's per-node stack traces and doc strings.
+
+    They name the checkout's absolute paths (/home/me/repo/training/model.py, the venv's torch), so
+    the same weights exported from two clones hashed to two model versions and two files.
+    """
+    graphs: list[onnx.GraphProto | onnx.FunctionProto] = [proto.graph, *proto.functions]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            graphs.extend(attr.g for attr in node.attribute if attr.HasField("g"))
+            graphs.extend(sub for attr in node.attribute for sub in attr.graphs)
+        if isinstance(graph, onnx.GraphProto):
+            for value in (*graph.input, *graph.output, *graph.value_info):
+                del value.metadata_props[:]
+    proto.doc_string = ""
+    return proto
 
 
 def stamp_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> None:

@@ -117,15 +117,15 @@ def check_normalisation(params: Params) -> None:
             )
 
 
-def run_fingerprint(params: Params, data_version: str) -> str:
-    """Identifies the run a checkpoint belongs to, so resume never mixes configurations."""
+def run_fingerprint(params: Params, data_version: str, soft_labels_version: str | None = None) -> str:
+    """Identifies the run a checkpoint belongs to, so resume never mixes configurations (nor audits)."""
     relevant = {
         "model": asdict(params.model),
         "train": asdict(params.train),
         "preprocess": asdict(params.preprocess),
         "classes": params.data.classes,
         "data_version": data_version,
-    }
+    } | ({"soft_labels_version": soft_labels_version} if soft_labels_version is not None else {})
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
@@ -207,6 +207,7 @@ class TrainData:
     val_y: torch.Tensor
     version: str
     teacher: torch.Tensor | None = None  # (N, C) out-of-fold teacher probabilities, when distilling
+    soft_labels_version: str | None = None  # content hash of the audit's file, when the run reads it
 
 
 @dataclass
@@ -278,9 +279,10 @@ def load_data(params: Params, paths: TrainPaths, device: torch.device) -> TrainD
     cfg = params.train
     train_x, train_y = load_split(paths.prepared, "train")
     val_x, val_y = load_split(paths.prepared, "val")
-    teacher = None
+    teacher, soft_labels_version = None, None
     if cfg.drop_flagged or objective(cfg).needs_teacher:
         soft = load_soft_labels(paths.soft_labels, params.data.classes, np.asarray(train_y))
+        soft_labels_version = hashlib.sha256(paths.soft_labels.read_bytes()).hexdigest()[:16]
         keep = ~soft.flagged if cfg.drop_flagged else np.ones(len(train_y), dtype=bool)
         log.info("training on %d of %d photos (%d flagged by the audit)", keep.sum(), len(keep), soft.flagged.sum())
         train_x, train_y, teacher = train_x[keep], train_y[keep], soft.probabilities[keep]
@@ -293,7 +295,7 @@ def load_data(params: Params, paths: TrainPaths, device: torch.device) -> TrainD
     train = batches.place(torch.from_numpy(np.array(train_x)), torch.from_numpy(np.array(train_y)), device)
     val = batches.place(torch.from_numpy(np.array(val_x)), torch.from_numpy(np.array(val_y)), device)
     placed_teacher = torch.from_numpy(teacher).to(device) if objective(cfg).needs_teacher else None
-    return TrainData(*train, *val, version, placed_teacher)
+    return TrainData(*train, *val, version, placed_teacher, soft_labels_version)
 
 
 def objective(cfg: TrainParams) -> Objective:
@@ -376,7 +378,7 @@ def fit(params: Params, world: World, device: torch.device, paths: TrainPaths) -
     torch.manual_seed(cfg.seed)
     data = load_data(params, paths, device)
     learner = build_learner(params, len(data.train_y), world, device)
-    fingerprint = run_fingerprint(params, data.version)
+    fingerprint = run_fingerprint(params, data.version, data.soft_labels_version)
     progress = resume(learner, fingerprint, paths.checkpoint, device)
     replicated = replicate(learner.model, world, device, backbone_still=cfg.head_only_epochs > progress.epochs_done)
 
