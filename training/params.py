@@ -105,6 +105,7 @@ class ReleaseParams:
     min_accuracy: float
     min_class_accuracy: float
     max_model_mb: float
+    max_ece: float  # expected calibration error (15 bins) of the served confidence on the test split
     formats: tuple[str, ...]  # what the served file may be: "int8", "fp32" (models/metrics.json `format`)
 
 

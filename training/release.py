@@ -22,6 +22,8 @@ def release_failures(report: dict, model_bytes: int, served_format: str, bar: Re
             failures.append(
                 f"{name} accuracy {figures['accuracy']:.4f} < release.min_class_accuracy {bar.min_class_accuracy}"
             )
+    if report["ece"] > bar.max_ece:
+        failures.append(f"calibration error {report['ece']:.4f} > release.max_ece {bar.max_ece}")
     if model_bytes > bar.max_model_mb * MIB:
         failures.append(f"model {model_bytes / MIB:.2f} MiB > release.max_model_mb {bar.max_model_mb}")
     return failures

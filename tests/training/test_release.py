@@ -19,10 +19,12 @@ BAR = load_params(REPO / "params.yaml").release
 FP32_BYTES = 13_643_302  # the bundled recipe's fp32 export: inside release.max_model_mb
 
 
-def _report(right_per_class: int) -> dict:
-    """classification_report for 1,000 photos per class, `right_per_class` of each labelled right."""
+def _report(right_per_class: int, confidence: float | None = None) -> dict:
+    """classification_report for 1,000 photos per class, `right_per_class` of each labelled right, every
+    answer given with `confidence` (default: the accuracy itself, so perfectly calibrated)."""
     labels = np.repeat([0, 1], 1000)
-    confident = np.where(np.arange(2000) % 1000 < right_per_class, 0.9, 0.1)
+    top = right_per_class / 1000 if confidence is None else confidence
+    confident = np.where(np.arange(2000) % 1000 < right_per_class, top, 1 - top)
     dog = np.where(labels == 1, confident, 1 - confident)
     probabilities = np.stack([1 - dog, dog], axis=1)
     report = classification_report(labels, probabilities, ["cat", "dog"])
@@ -56,3 +58,10 @@ def test_listing_fp32_in_release_formats_lets_the_fallback_be_released() -> None
 def test_every_reason_is_named_at_once() -> None:
     failures = release_failures(_report(900), 20 * MIB, "fp32", BAR)
     assert len(failures) == 5, failures  # format, accuracy, each class, size
+
+
+def test_a_model_whose_confidence_understates_its_accuracy_misses_the_calibration_bar() -> None:
+    """99.5% right while saying 90%: the label-smoothed model's shape before its temperature."""
+    assert release_failures(_report(995, confidence=0.9), 3_922_150, "int8", BAR) == [
+        f"calibration error 0.0950 > release.max_ece {BAR.max_ece}"
+    ]
