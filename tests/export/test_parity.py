@@ -72,6 +72,15 @@ def test_faithful_export_passes_parity(model, real_images, save) -> None:
     assert report.max_abs_diff < 1e-5
 
 
+def test_exported_graph_names_no_file_of_the_machine_that_exported_it(model, graph) -> None:
+    """The exporter's stack traces named the checkout and the venv, so each clone exported another version."""
+    exported = graph.SerializeToString()
+    for place in (Path(export.export.__file__).parent.parent, Path(torch.__file__).parent):
+        assert str(place).encode() not in exported, place
+    assert b'File "' not in exported
+    assert to_onnx(model, SPEC.image_size, opset=18).SerializeToString() == exported
+
+
 def test_export_with_wrong_normalisation_fails_parity(model, real_images, save) -> None:
     wrong = dataclasses.replace(SPEC, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     report = check_parity(model, SPEC, save(wrong), real_images, atol=1e-4)

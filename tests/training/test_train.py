@@ -158,6 +158,20 @@ def test_default_recipe_never_reads_the_soft_labels(workspace: Path, monkeypatch
     assert data.teacher is None and len(data.train_y) == 64
 
 
+def test_a_checkpoint_is_not_resumed_once_the_audit_rewrote_the_soft_labels_it_learned_from(workspace: Path) -> None:
+    _set_train_params(distill_weight=0.5)
+    params, paths, cpu = train.load_params(), train.TrainPaths(*map(Path, ARGS)), torch.device("cpu")
+
+    def fingerprint(flagged: set[int]) -> str:
+        shutil.rmtree("data/teacher", ignore_errors=True)
+        _write_soft_labels(flagged)
+        data = train.load_data(params, paths, cpu)
+        return train.run_fingerprint(params, data.version, data.soft_labels_version)
+
+    assert fingerprint(set()) == fingerprint(set())
+    assert fingerprint({5}) != fingerprint(set())
+
+
 def test_soft_labels_for_other_photos_are_refused_with_the_stage_to_rerun(workspace: Path) -> None:
     _write_soft_labels(flagged=set())
     text = Path("data/teacher/soft_labels.csv").read_text().splitlines()
