@@ -128,6 +128,7 @@ def main() -> None:
                 params.export.parity_atol,
                 params.export.flip_tta,
                 **DATA,
+                calibrate=params.export.calibrate,
                 image_size=size,
             )
             assert report["passed"], f"parity failed at {size} px: {report}"
