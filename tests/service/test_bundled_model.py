@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from starlette.testclient import TestClient
@@ -18,6 +19,7 @@ from starlette.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from tests.helpers.paths import FULL_ZIP, REPO
+from training.metrics import expected_calibration_error
 
 SAMPLES = REPO / "deploy" / "samples"
 PREDICTIONS = REPO / "reports" / "eval" / "predictions.csv"  # evaluate's per-image record of the test split
@@ -30,6 +32,7 @@ class ReleaseBar:
     accuracy: float  # on the whole 2,000-image test split
     class_accuracy: float  # each class on its own
     max_model_bytes: int
+    max_ece: float  # expected calibration error (15 bins) of the served confidence on the test split
     formats: tuple[str, ...]  # what the served file may be; fp32 where the quantize guard refused int8
 
 
@@ -40,6 +43,7 @@ def _release_bar() -> ReleaseBar:
         accuracy=release["min_accuracy"],
         class_accuracy=release["min_class_accuracy"],
         max_model_bytes=int(release["max_model_mb"] * 1024 * 1024),
+        max_ece=release["max_ece"],
         formats=tuple(release["formats"]),
     )
 
@@ -83,6 +87,7 @@ def test_model_card_quotes_the_bundled_models_own_metrics() -> None:
     metrics, report = json.loads(METRICS.read_text()), json.loads(REPORT.read_text())
     assert f"`{report['model_version']}`" in card
     assert f"{100 * metrics['accuracy']:.2f}%" in card
+    assert f"{metrics['ece']:.4f}" in card, "the card's confidence section quotes another model's calibration error"
     for cls in report["per_class"]:
         assert f"{100 * metrics[f'{cls}_accuracy']:.1f}%" in card, f"{cls} accuracy missing from the card"
     labels, matrix = report["confusion_matrix"]["labels"], report["confusion_matrix"]["matrix"]
@@ -197,3 +202,17 @@ def test_committed_test_predictions_are_the_served_models_and_meet_the_bar(
     for label in classes:
         mine = [row for row in recorded_split if row["actual"] == label]
         assert sum(row["predicted"] == label for row in mine) / len(mine) >= RELEASE_BAR.class_accuracy, label
+
+
+def test_committed_test_predictions_give_the_recorded_calibration_error_within_the_bar(
+    recorded_split: list[dict[str, str]],
+) -> None:
+    """`confidence` means what it says: the ECE recomputed from every test photo's served probability."""
+    classes = json.loads(REPORT.read_text())["confusion_matrix"]["labels"]
+    assert len(classes) == 2, "predictions.csv records the last class's probability: enough for two classes"
+    last = np.array([float(row[f"p_{classes[-1]}"]) for row in recorded_split])
+    probabilities = np.stack([1 - last, last], axis=1)
+    labels = np.array([classes.index(row["actual"]) for row in recorded_split])
+    ece = expected_calibration_error(labels, probabilities)
+    assert ece == pytest.approx(json.loads(METRICS.read_text())["ece"], abs=1e-4)
+    assert ece <= RELEASE_BAR.max_ece, ece
