@@ -35,12 +35,13 @@ class Run:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ingest -> split -> prepare once at the pipeline test's tiny size; every run below trains on it."""
+    """ingest -> ... -> audit once at the pipeline test's tiny size; every run below trains on it, distilling
+    from the audit's soft labels as the committed recipe does."""
     assert MINI_ZIP.exists(), f"{MINI_ZIP} is missing: the integration test reads the shared mini archive in place"
     work = tmp_path_factory.mktemp("prepared")
     (work / "params.yaml").write_text((REPO / "params.yaml").read_text())
     set_params(work / "params.yaml", TINY_PARAMS)
-    for stage in ("ingest", "split", "prepare"):
+    for stage in ("ingest", "split", "prepare", "features", "audit"):
         status = _wait(_start(work, stage))
         assert status == 0, f"training.{stage} failed: {(work / 'stage.log').read_text()[-4000:]}"
     return work
@@ -53,6 +54,7 @@ def _workspace(prepared: Path, dest: Path, processes: int) -> Path:
     set_params(dest / "params.yaml", {"train": {"processes": processes}})
     (dest / "data").mkdir()
     (dest / "data" / "prepared").symlink_to(prepared / "data" / "prepared")
+    (dest / "data" / "teacher").symlink_to(prepared / "data" / "teacher")
     (dest / "reports").mkdir()
     (dest / "reports" / "data.json").write_text((prepared / "reports" / "data.json").read_text())
     return dest
