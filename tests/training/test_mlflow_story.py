@@ -72,9 +72,11 @@ def _export_and_quantize(params: Params) -> None:
 
 
 def _evaluate(params: Params, right_per_class: int) -> str | None:
-    """evaluate's outputs for 100 test photos per class, `right_per_class` of each labelled right."""
+    """evaluate's outputs for 100 test photos per class, `right_per_class` of each labelled right, each answer
+    as confident as the model is accurate (calibrated: release.max_ece holds)."""
     labels = np.repeat([0, 1], 100)
-    confident = np.where(np.arange(200) % 100 < right_per_class, 0.9, 0.1)
+    top = right_per_class / 100
+    confident = np.where(np.arange(200) % 100 < right_per_class, top, 1 - top)
     dog = np.where(labels == 1, confident, 1 - confident)
     report = classification_report(labels, np.stack([1 - dog, dog], axis=1), ["cat", "dog"])
     report |= {"model_version": "fe0485afe8c3", "data_version": "test"}
