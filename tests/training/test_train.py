@@ -151,7 +151,9 @@ def test_distillation_mixup_and_dropping_flagged_photos_train_from_the_audits_so
     assert json.loads(Path("reports/train.json").read_text())["train_images"] == 60
 
 
-def test_a_recipe_that_neither_distils_nor_drops_never_reads_the_soft_labels(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_recipe_that_neither_distils_nor_drops_never_reads_the_soft_labels(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def unread(*args: object) -> None:
         raise AssertionError("a labels-only recipe read the soft labels")
 
