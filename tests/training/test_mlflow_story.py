@@ -23,6 +23,7 @@ from service.metadata import ModelMetadata
 from tests.helpers.network import free_port
 from tests.helpers.paths import REPO
 from tests.helpers.pipeline import stage_args
+from tests.helpers.predictions import answers
 from training import evaluate
 from training.metrics import classification_report
 from training.params import Params, load_params
@@ -74,11 +75,8 @@ def _export_and_quantize(params: Params) -> None:
 def _evaluate(params: Params, right_per_class: int) -> str | None:
     """evaluate's outputs for 100 test photos per class, `right_per_class` of each labelled right, each answer
     as confident as the model is accurate (calibrated: release.max_ece holds)."""
-    labels = np.repeat([0, 1], 100)
-    top = right_per_class / 100
-    confident = np.where(np.arange(200) % 100 < right_per_class, top, 1 - top)
-    dog = np.where(labels == 1, confident, 1 - confident)
-    report = classification_report(labels, np.stack([1 - dog, dog], axis=1), ["cat", "dog"])
+    labels, probabilities = answers(100, right_per_class)
+    report = classification_report(labels, probabilities, ["cat", "dog"])
     report |= {"model_version": "fe0485afe8c3", "data_version": "test"}
     model = Path("models/model.onnx")
     model.parent.mkdir(exist_ok=True)

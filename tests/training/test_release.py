@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
-
 from service.metadata import ModelMetadata
 from service.preprocessing import PreprocessSpec
 from tests.helpers.paths import REPO
+from tests.helpers.predictions import answers
 from training.evaluate import calibration_report, headline
 from training.metrics import classification_report
 from training.params import load_params
@@ -20,13 +19,8 @@ FP32_BYTES = 13_643_302  # the bundled recipe's fp32 export: inside release.max_
 
 
 def _report(right_per_class: int, confidence: float | None = None) -> dict:
-    """classification_report for 1,000 photos per class, `right_per_class` of each labelled right, every
-    answer given with `confidence` (default: the accuracy itself, so perfectly calibrated)."""
-    labels = np.repeat([0, 1], 1000)
-    top = right_per_class / 1000 if confidence is None else confidence
-    confident = np.where(np.arange(2000) % 1000 < right_per_class, top, 1 - top)
-    dog = np.where(labels == 1, confident, 1 - confident)
-    probabilities = np.stack([1 - dog, dog], axis=1)
+    """The evaluate stage's report for 1,000 test photos per class (see `answers`)."""
+    labels, probabilities = answers(1000, right_per_class, confidence)
     report = classification_report(labels, probabilities, ["cat", "dog"])
     return report | {"calibration": calibration_report(labels, probabilities, temperature=1.0)}
 
