@@ -18,6 +18,7 @@ serve: $(SERVE_VENV)/.built
 ## pytest, then the serve image and the compose stack on a local Docker engine.
 test: setup setup-serve system-deps
 	$(VENV)/bin/python -m ruff check .
+	$(VENV)/bin/python -m ruff format --check .
 	$(VENV)/bin/python -m pytest --ignore=tests/containers
 	$(MAKE) test-containers
 
@@ -84,6 +85,7 @@ $(SERVE_VENV)/.built: requirements/serve.lock scripts/build_serve_venv.sh
 
 lint: setup
 	$(VENV)/bin/python -m ruff check .
+	$(VENV)/bin/python -m ruff format --check .
 
 ## Rebuild data, model, ONNX export and metrics from params.yaml.
 repro: setup

@@ -119,7 +119,8 @@ def test_setup_torch_cpu_with_its_index_unreachable_stops_in_seconds_with_its_ow
 def test_setup_torch_cpu_that_gets_a_cuda_build_elsewhere_stops_with_the_same_message(tmp_path: Path) -> None:
     wheels = tmp_path / "other-index"
     pins = dict(
-        line.split("==") for line in (REPO / "requirements/train.txt").read_text().splitlines()
+        line.split("==")
+        for line in (REPO / "requirements/train.txt").read_text().splitlines()
         if re.match(r"^(torch|torchvision)==", line)
     )
     for name, version in pins.items():

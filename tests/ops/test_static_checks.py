@@ -256,7 +256,7 @@ def test_ci_workflow_covers_tests_images_and_deploy() -> None:
         name: "\n".join(str(step.get("run", "")) + str(step.get("with", "")) for step in job["steps"])
         for name, job in jobs.items()
     }
-    assert "ruff check" in steps["lint"]
+    assert "ruff check" in steps["lint"] and "ruff format --check" in steps["lint"]
     ci_run = [line for line in (REPO / ".ci/run").read_text().splitlines() if line.startswith("make ")]
     assert ci_run == ["make test"], ci_run  # exactly the README's second command
     make_test = re.search(r"^test:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), flags=re.M)
