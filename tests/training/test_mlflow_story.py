@@ -145,7 +145,7 @@ def test_champion_alias_moves_only_to_a_version_that_clears_the_release_bar(stor
     assert str(client.get_model_version_by_alias(NAME, ALIAS).version) == story.passing_version
     assert client.get_model_version(NAME, story.passing_version).tags["release_bar"] == "passed"
     failed = client.get_model_version(NAME, story.failing_version).tags["release_bar"]
-    assert "accuracy 0.9000 < release.min_accuracy 0.98" in failed
+    assert f"accuracy 0.9000 < release.min_accuracy {PARAMS.release.min_accuracy}" in failed
 
 
 def test_dead_tracking_server_never_fails_a_stage(
